@@ -1,0 +1,147 @@
+/* Owns the process: configuration, the upstream address, listening
+ * sockets, worker threads, and signals (SIGTERM/SIGINT drain and stop).
+ * Everything else is delegated; no protocol logic here. */
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "pgveil/config.h"
+#include "pgveil/log.h"
+#include "pgveil/worker.h"
+
+#define EXIT_USAGE 2 /* bad flag, port in use, unresolvable address */
+
+typedef struct {
+  pv_worker_t *workers;
+  unsigned nworkers;
+  uv_signal_t sigterm, sigint;
+  bool stopping;
+} pv_main_t;
+
+static int resolve_upstream(const pv_config_t *cfg, pv_shared_t *sh) {
+  struct addrinfo hints = {0}, *res = NULL;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  char port[8];
+  snprintf(port, sizeof port, "%u", cfg->upstream_port);
+  int gai = getaddrinfo(cfg->upstream_host, port, &hints, &res);
+  if (gai != 0) {
+    fprintf(stderr, "pgveil: cannot resolve upstream %s: %s\n",
+            cfg->upstream_host, gai_strerror(gai));
+    return -1;
+  }
+  memcpy(&sh->upstream, res->ai_addr, res->ai_addrlen);
+  sh->upstream_len = res->ai_addrlen;
+  freeaddrinfo(res);
+  return 0;
+}
+
+static void on_stop_signal(uv_signal_t *sig, int signum) {
+  pv_main_t *m = sig->data;
+  if (m->stopping) {
+    pv_log(PV_LOG_WARN, "second signal %d: exiting now", signum);
+    _exit(1);
+  }
+  m->stopping = true;
+  pv_log(PV_LOG_INFO, "signal %d: no longer accepting, draining sessions",
+         signum);
+  for (unsigned i = 0; i < m->nworkers; i++)
+    pv_worker_request_stop(&m->workers[i]);
+  uv_close((uv_handle_t *)&m->sigterm, NULL);
+  uv_close((uv_handle_t *)&m->sigint, NULL);
+}
+
+static int serve(const pv_config_t *cfg) {
+  pv_shared_t shared = {.cfg = cfg};
+  if (resolve_upstream(cfg, &shared))
+    return EXIT_USAGE;
+  unsigned n = cfg->workers;
+  if (n == 0) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    n = cores > 0 ? (unsigned)cores : 1;
+  }
+  int *fds = calloc(n, sizeof *fds);
+  pv_main_t m = {.nworkers = n, .workers = calloc(n, sizeof(pv_worker_t))};
+  if (!fds || !m.workers) {
+    fprintf(stderr, "pgveil: out of memory\n");
+    return 1;
+  }
+  /* All sockets first: a port in use fails before any thread starts. */
+  for (unsigned i = 0; i < n; i++) {
+    char err[256];
+    fds[i] = pv_listen_socket(cfg, err, sizeof err);
+    if (fds[i] < 0) {
+      fprintf(stderr, "pgveil: %s\n", err);
+      return EXIT_USAGE;
+    }
+  }
+  if (cfg->passthrough)
+    pv_log(PV_LOG_WARN, "--passthrough: no rules loaded, NOTHING IS MASKED");
+  for (unsigned i = 0; i < n; i++) {
+    int rc = pv_worker_start(&m.workers[i], i, &shared, fds[i]);
+    if (rc) {
+      fprintf(stderr, "pgveil: cannot start worker %u: %s\n", i,
+              uv_strerror(rc));
+      return 1;
+    }
+  }
+  pv_log(PV_LOG_INFO,
+         "listening on %s:%u, upstream %s:%u, %u workers, pid %d",
+         cfg->listen_host, cfg->listen_port, cfg->upstream_host,
+         cfg->upstream_port, n, (int)getpid());
+  uv_loop_t *loop = uv_default_loop();
+  uv_signal_init(loop, &m.sigterm);
+  uv_signal_init(loop, &m.sigint);
+  m.sigterm.data = m.sigint.data = &m;
+  uv_signal_start(&m.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&m.sigint, on_stop_signal, SIGINT);
+  uv_run(loop, UV_RUN_DEFAULT);
+  for (unsigned i = 0; i < n; i++)
+    pv_worker_join(&m.workers[i]);
+  uv_loop_close(loop);
+  free(m.workers);
+  free(fds);
+  pv_log(PV_LOG_INFO, "stopped");
+  return 0;
+}
+
+static int check_rules(const pv_config_t *cfg) {
+  fprintf(stderr, "pgveil: --check is not available in this build yet\n");
+  (void)cfg;
+  return 1;
+}
+
+static const char *env_get(const char *name) { return getenv(name); }
+
+int main(int argc, char **argv) {
+  static pv_config_t cfg; /* read-only once parsed; lives for the process */
+  char err[512];
+  signal(SIGPIPE, SIG_IGN);
+  if (pv_config_parse(argc, argv, env_get, &cfg, err, sizeof err) != PV_OK) {
+    fprintf(stderr, "pgveil: %s\n", err);
+    return EXIT_USAGE;
+  }
+  switch (cfg.mode) {
+  case PV_MODE_HELP:
+    fputs(pv_config_usage(), stdout);
+    return 0;
+  case PV_MODE_VERSION:
+    printf("pgveil %s\n", PV_VERSION);
+    return 0;
+  case PV_MODE_CHECK:
+    return check_rules(&cfg);
+  case PV_MODE_SERVE:
+    break;
+  }
+  if (cfg.rules_path[0]) {
+    fprintf(stderr, "pgveil: --rules is not available in this build yet\n");
+    return EXIT_USAGE;
+  }
+  return serve(&cfg);
+}

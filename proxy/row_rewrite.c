@@ -1,0 +1,74 @@
+/* Owns DataRow rewriting (see include/pgveil/row_rewrite.h).
+ * Pure: no I/O, no globals, no allocation. */
+#include "pgveil/row_rewrite.h"
+
+#include <string.h>
+
+#include "pgveil/pg_msg_backend.h"
+
+#define OID_TEXT 25u
+#define OID_VARCHAR 1043u
+
+static int is_tagged(const pv_plan_col_t *c) {
+  return c->type_oid == OID_TEXT || c->type_oid == OID_VARCHAR;
+}
+
+/* Size of the tagged row, or PV_EPROTO. */
+static int64_t tagged_size(const pv_plan_t *plan, const pv_msg_t *m) {
+  pv_be_datarow_iter_t it;
+  if (pv_be_datarow_begin(m, &it) != PV_OK || it.nfields != plan->ncols)
+    return PV_EPROTO;
+  int64_t size = PV_FRAME_HEADER + 2;
+  const uint8_t *val;
+  int32_t len;
+  int rc;
+  for (uint16_t i = 0; (rc = pv_be_datarow_next(&it, &val, &len)) == 1; i++) {
+    size += 4 + (len > 0 ? len : 0);
+    if (len >= 0 && is_tagged(&plan->cols[i]))
+      size += (int64_t)strlen(plan->cols[i].name) + 1;
+  }
+  return rc == 0 ? size : PV_EPROTO;
+}
+
+int pv_rewrite_tag_datarow(const pv_plan_t *plan, const pv_msg_t *m,
+                           uint8_t *out, size_t cap, size_t *needed) {
+  int64_t size = tagged_size(plan, m);
+  if (size < 0)
+    return (int)size;
+  if (size > INT32_MAX)
+    return PV_ELIMIT;
+  *needed = (size_t)size;
+  if ((size_t)size > cap)
+    return PV_ELIMIT;
+  uint8_t *p = out;
+  *p++ = 'D';
+  pv_put_u32(p, (uint32_t)(size - 1));
+  p += 4;
+  pv_put_u16(p, plan->ncols);
+  p += 2;
+  pv_be_datarow_iter_t it;
+  const uint8_t *val;
+  int32_t len;
+  if (pv_be_datarow_begin(m, &it) != PV_OK)
+    return PV_EPROTO;
+  for (uint16_t i = 0; pv_be_datarow_next(&it, &val, &len) == 1; i++) {
+    if (len < 0) {
+      pv_put_u32(p, UINT32_MAX);
+      p += 4;
+      continue;
+    }
+    size_t tag = is_tagged(&plan->cols[i]) ? strlen(plan->cols[i].name) : 0;
+    size_t total = (size_t)len + (tag ? tag + 1 : 0);
+    pv_put_u32(p, (uint32_t)total);
+    p += 4;
+    if (tag) {
+      memcpy(p, plan->cols[i].name, tag);
+      p[tag] = '=';
+      p += tag + 1;
+    }
+    if (len)
+      memcpy(p, val, (size_t)len);
+    p += len;
+  }
+  return (int)(p - out);
+}

@@ -1,0 +1,839 @@
+/* Owns one client session: accept, startup and authentication relay,
+ * upstream connect, CancelRequest forwarding, the message pump in both
+ * directions (framing, row-plan tracking, row rewriting), write queues with
+ * backpressure, and orderly close. Protocol decisions are delegated to the
+ * pure modules (pg_frame, row_plan, row_rewrite); this file does the I/O. */
+#include "pgveil/session.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgveil/log.h"
+#include "pgveil/pg_frame.h"
+#include "pgveil/pg_msg_backend.h"
+#include "pgveil/pg_msg_frontend.h"
+#include "pgveil/row_plan.h"
+#include "pgveil/row_rewrite.h"
+
+#define STARTUP_MAX 10000u    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
+#define STARTUP_PARAMS_MAX 64 /* parameters in a StartupMessage */
+#define EMIT_IOV_MAX 64       /* slices gathered before a write */
+#define PURPOSE_MAX 64        /* bytes of a pgveil.purpose value */
+
+typedef enum {
+  S_STARTUP,    /* waiting for the client's startup packet */
+  S_CONNECTING, /* connecting to the upstream */
+  S_AUTH,       /* relaying authentication until ReadyForQuery */
+  S_READY,      /* normal operation: tracked */
+  S_CANCEL,     /* forwarding a CancelRequest */
+} state_t;
+
+/* Bytes waiting to be written to one end: `pend` accumulates while `fly`
+ * is being written by libuv. Both are allocated only under backpressure
+ * (when the kernel does not take a write at once) and freed when idle. */
+typedef struct {
+  uint8_t *pend, *fly;
+  size_t pend_len, pend_cap, fly_len;
+  uv_write_t req;
+  bool writing;
+} outq_t;
+
+/* One end of the session: the socket, bytes read from it that are not yet
+ * processed, and the queue of bytes to write to it. */
+typedef struct {
+  uv_tcp_t tcp;
+  pv_session_t *s;
+  uint8_t *in; /* from the worker's free list, or grown for big messages */
+  uint32_t in_len, in_cap;
+  uint32_t stream_left; /* bytes of a streamed message still to forward */
+  outq_t out;
+  bool open, reading, paused, held;
+} end_t;
+
+/* Owner: the worker's session list; freed when its last handle closes. */
+struct pv_session {
+  pv_worker_t *w;
+  pv_session_t *prev, *next;
+  uint64_t id;
+  state_t state;
+  end_t client, server;
+  uv_connect_t connect_req;
+  uv_timer_t timer; /* connect timeout */
+  int open_handles;
+  bool timer_open, closing, draining, over_limit, timed_out;
+  pv_tracker_t *tracker;
+  uint8_t *startup; /* packet for the upstream, until written */
+  size_t startup_len;
+  char purpose[PURPOSE_MAX]; /* declared via startup pgveil.purpose */
+};
+
+/* Slices gathered for one write to dst. Rewritten or injected bytes live in
+ * the worker's scratch, valid until the flush. */
+typedef struct {
+  pv_session_t *s;
+  end_t *dst;
+  uv_buf_t iov[EMIT_IOV_MAX];
+  unsigned n;
+} emit_t;
+
+static void session_close(pv_session_t *s);
+static void session_drain(pv_session_t *s);
+static void pump(pv_session_t *s, end_t *src);
+static void start_reading(end_t *e);
+
+static const pv_config_t *cfg_of(const pv_session_t *s) {
+  return s->w->shared->cfg;
+}
+static end_t *other(pv_session_t *s, end_t *e) {
+  return e == &s->client ? &s->server : &s->client;
+}
+
+/* ---- write queues ---------------------------------------------------- */
+
+static size_t queued(const end_t *e) {
+  return e->out.pend_len + (e->out.writing ? e->out.fly_len : 0);
+}
+
+static void on_write(uv_write_t *req, int status);
+
+static void start_write(end_t *e) {
+  outq_t *q = &e->out;
+  uint8_t *t = q->fly;
+  q->fly = q->pend;
+  q->fly_len = q->pend_len;
+  q->pend = t;
+  q->pend_len = 0;
+  q->pend_cap = t ? q->pend_cap : 0;
+  uv_buf_t b = uv_buf_init((char *)q->fly, (unsigned)q->fly_len);
+  q->req.data = e;
+  int rc = uv_write(&q->req, (uv_stream_t *)&e->tcp, &b, 1, on_write);
+  if (rc) {
+    session_close(e->s);
+    return;
+  }
+  q->writing = true;
+}
+
+static void resume_source(pv_session_t *s, end_t *dst) {
+  end_t *src = other(s, dst);
+  uint32_t low = cfg_of(s)->write_high_water / 2;
+  if (src->paused && queued(dst) <= low) {
+    src->paused = false;
+    start_reading(src);
+  }
+}
+
+static void on_write(uv_write_t *req, int status) {
+  end_t *e = req->data;
+  pv_session_t *s = e->s;
+  outq_t *q = &e->out;
+  q->writing = false;
+  if (status < 0 || s->closing) {
+    session_close(s);
+    return;
+  }
+  /* Release the written buffer; the pending one becomes the next write. */
+  free(q->fly);
+  q->fly = NULL;
+  q->fly_len = 0;
+  if (q->pend_len) {
+    start_write(e);
+  } else {
+    free(q->pend);
+    q->pend = NULL;
+    q->pend_cap = 0;
+  }
+  if (s->draining && e == &s->client && queued(e) == 0) {
+    session_close(s);
+    return;
+  }
+  resume_source(s, e);
+}
+
+static int append_pending(outq_t *q, const uint8_t *p, size_t len) {
+  if (q->pend_len + len > q->pend_cap) {
+    size_t cap = q->pend_cap ? q->pend_cap : 16384;
+    while (cap < q->pend_len + len)
+      cap *= 2;
+    uint8_t *np = realloc(q->pend, cap);
+    if (!np)
+      return PV_ENOMEM;
+    q->pend = np;
+    q->pend_cap = cap;
+  }
+  memcpy(q->pend + q->pend_len, p, len);
+  q->pend_len += len;
+  return PV_OK;
+}
+
+/* Writes iov to dst: straight to the socket when its queue is empty, the
+ * rest copied to the queue. Pauses the opposite end above high water. */
+static void write_iovs(pv_session_t *s, end_t *dst, uv_buf_t *iov,
+                       unsigned n) {
+  if (!dst->open || s->closing || n == 0)
+    return;
+  unsigned i = 0;
+  if (!dst->out.writing && dst->out.pend_len == 0) {
+    int w = uv_try_write((uv_stream_t *)&dst->tcp, iov, n);
+    if (w == UV_EAGAIN || w == UV_ENOSYS)
+      w = 0;
+    if (w < 0) {
+      session_close(s);
+      return;
+    }
+    size_t done = (size_t)w;
+    while (i < n && done >= iov[i].len)
+      done -= iov[i++].len;
+    if (i < n) {
+      iov[i].base += done;
+      iov[i].len -= done;
+    }
+  }
+  for (; i < n; i++)
+    if (append_pending(&dst->out, (uint8_t *)iov[i].base, iov[i].len)) {
+      session_close(s);
+      return;
+    }
+  if (!dst->out.writing && dst->out.pend_len)
+    start_write(dst);
+  end_t *src = other(s, dst);
+  if (!s->closing && queued(dst) > cfg_of(s)->write_high_water &&
+      !src->paused) {
+    src->paused = true;
+    if (src->reading) {
+      uv_read_stop((uv_stream_t *)&src->tcp);
+      src->reading = false;
+    }
+  }
+}
+
+/* ---- emitting -------------------------------------------------------- */
+
+static void emit_flush(emit_t *e) {
+  write_iovs(e->s, e->dst, e->iov, e->n);
+  e->n = 0;
+  e->s->w->scratch_len = 0;
+}
+
+static void emit_span(emit_t *e, const uint8_t *p, size_t len) {
+  if (len == 0)
+    return;
+  if (e->n && (const uint8_t *)e->iov[e->n - 1].base + e->iov[e->n - 1].len ==
+                  p) {
+    e->iov[e->n - 1].len += len;
+    return;
+  }
+  if (e->n == EMIT_IOV_MAX)
+    emit_flush(e);
+  e->iov[e->n++] = uv_buf_init((char *)p, (unsigned)len);
+}
+
+/* Scratch space for len bytes, valid until the next flush; NULL on OOM. */
+static uint8_t *emit_reserve(emit_t *e, size_t len) {
+  pv_worker_t *w = e->s->w;
+  if (w->scratch_len + len > w->scratch_cap) {
+    emit_flush(e);
+    if (len > w->scratch_cap) {
+      size_t cap = w->scratch_cap ? w->scratch_cap : 65536;
+      while (cap < len)
+        cap *= 2;
+      uint8_t *np = realloc(w->scratch, cap);
+      if (!np)
+        return NULL;
+      w->scratch = np;
+      w->scratch_cap = cap;
+    }
+  }
+  return w->scratch + w->scratch_len;
+}
+
+static void emit_commit(emit_t *e, size_t len) {
+  pv_worker_t *w = e->s->w;
+  emit_span(e, w->scratch + w->scratch_len, len);
+  w->scratch_len += len;
+}
+
+static int emit_copy(emit_t *e, const void *p, size_t len) {
+  uint8_t *dst = emit_reserve(e, len);
+  if (!dst)
+    return PV_ENOMEM;
+  memcpy(dst, p, len);
+  emit_commit(e, len);
+  return PV_OK;
+}
+
+/* Sends an ErrorResponse to the client, then closes once it is written. */
+static void fail_session(pv_session_t *s, const char *severity,
+                         const char *sqlstate, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void fail_session(pv_session_t *s, const char *severity,
+                         const char *sqlstate, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  pv_log(PV_LOG_WARN, "session %llu: %s (%s)", (unsigned long long)s->id, msg,
+         sqlstate);
+  if (s->client.open && !s->closing) {
+    uint8_t buf[700];
+    int n = pv_be_error_encode(buf, sizeof buf, severity, sqlstate, msg);
+    if (n > 0) {
+      uv_buf_t b = uv_buf_init((char *)buf, (unsigned)n);
+      write_iovs(s, &s->client, &b, 1);
+    }
+  }
+  session_drain(s);
+}
+
+/* ---- closing --------------------------------------------------------- */
+
+static void release_in(pv_session_t *s, end_t *e) {
+  if (!e->in)
+    return;
+  if (e->in_cap == cfg_of(s)->read_buffer_bytes)
+    pv_worker_buf_put(s->w, e->in);
+  else
+    free(e->in);
+  e->in = NULL;
+  e->in_len = e->in_cap = 0;
+}
+
+static void session_free(pv_session_t *s) {
+  pv_worker_t *w = s->w;
+  end_t *ends[2] = {&s->client, &s->server};
+  for (int i = 0; i < 2; i++) {
+    release_in(s, ends[i]);
+    free(ends[i]->out.pend);
+    free(ends[i]->out.fly);
+  }
+  free(s->startup);
+  pv_tracker_free(s->tracker);
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    w->sessions = s->next;
+  if (s->next)
+    s->next->prev = s->prev;
+  atomic_fetch_sub(&w->shared->clients, 1);
+  pv_worker_session_gone(w, s);
+  free(s);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  pv_session_t *s = h->data;
+  if (--s->open_handles == 0)
+    session_free(s);
+}
+
+static void close_handle(pv_session_t *s, uv_handle_t *h) {
+  if (!uv_is_closing(h)) {
+    h->data = s;
+    uv_close(h, on_handle_closed);
+  }
+}
+
+static void session_close(pv_session_t *s) {
+  if (s->closing)
+    return;
+  s->closing = true;
+  if (s->client.open)
+    close_handle(s, (uv_handle_t *)&s->client.tcp);
+  if (s->server.open)
+    close_handle(s, (uv_handle_t *)&s->server.tcp);
+  if (s->timer_open)
+    close_handle(s, (uv_handle_t *)&s->timer);
+}
+
+/* Stops reading and closes once the client has received what is queued. */
+static void session_drain(pv_session_t *s) {
+  if (s->closing)
+    return;
+  s->draining = true;
+  end_t *ends[2] = {&s->client, &s->server};
+  for (int i = 0; i < 2; i++)
+    if (ends[i]->reading) {
+      uv_read_stop((uv_stream_t *)&ends[i]->tcp);
+      ends[i]->reading = false;
+    }
+  if (queued(&s->client) == 0)
+    session_close(s);
+}
+
+void pv_session_kill(pv_session_t *s) { session_close(s); }
+pv_session_t *pv_session_next(pv_session_t *s) { return s->next; }
+
+/* ---- reading --------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  end_t *e = h->data;
+  pv_session_t *s = e->s;
+  (void)suggested;
+  if (!e->in) {
+    e->in = pv_worker_buf_get(s->w);
+    e->in_cap = e->in ? cfg_of(s)->read_buffer_bytes : 0;
+  } else if (e->in_len == e->in_cap) {
+    /* pump() grows the buffer to the size of a partial message; reaching
+     * here means a message is still incomplete at that size: grow. */
+    uint64_t cap = (uint64_t)e->in_cap * 2;
+    uint64_t lim = (uint64_t)cfg_of(s)->max_message_bytes + PV_FRAME_HEADER;
+    if (cap > lim)
+      cap = lim > e->in_cap ? lim : e->in_cap;
+    uint8_t *np = cap > e->in_cap ? realloc(e->in, cap) : NULL;
+    if (np) {
+      e->in = np;
+      e->in_cap = (uint32_t)cap;
+    }
+  }
+  if (!e->in || e->in_len == e->in_cap) {
+    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    return;
+  }
+  *buf = uv_buf_init((char *)e->in + e->in_len, e->in_cap - e->in_len);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  end_t *e = stream->data;
+  pv_session_t *s = e->s;
+  (void)buf;
+  if (nread < 0) {
+    if (e == &s->server && s->state != S_CANCEL && nread == UV_EOF)
+      session_drain(s); /* deliver what the server sent, then close */
+    else
+      session_close(s);
+    return;
+  }
+  e->in_len += (uint32_t)nread;
+  if (nread > 0)
+    pump(s, e);
+  if (!s->closing && e->in_len == 0)
+    release_in(s, e);
+}
+
+static void start_reading(end_t *e) {
+  if (e->reading || e->paused || e->held || !e->open || e->s->closing ||
+      e->s->draining)
+    return;
+  if (uv_read_start((uv_stream_t *)&e->tcp, on_alloc, on_read) == 0)
+    e->reading = true;
+}
+
+static void stop_reading(end_t *e) {
+  if (e->reading) {
+    uv_read_stop((uv_stream_t *)&e->tcp);
+    e->reading = false;
+  }
+}
+
+/* ---- upstream connection --------------------------------------------- */
+
+static void on_connect_timeout(uv_timer_t *t) {
+  pv_session_t *s = t->data;
+  s->timed_out = true;
+  /* Closing the socket cancels the connect: on_connect sees UV_ECANCELED. */
+  s->server.open = false;
+  close_handle(s, (uv_handle_t *)&s->server.tcp);
+}
+
+static void on_connect(uv_connect_t *req, int status) {
+  pv_session_t *s = req->data;
+  if (s->timer_open)
+    uv_timer_stop(&s->timer);
+  if (s->closing)
+    return;
+  const pv_config_t *cfg = cfg_of(s);
+  if (status < 0) {
+    if (s->state == S_CANCEL) {
+      session_close(s);
+      return;
+    }
+    fail_session(s, "FATAL", "08006",
+                 "pgveil: cannot connect to upstream %s:%u: %s",
+                 cfg->upstream_host, cfg->upstream_port,
+                 s->timed_out ? "connection timed out" : uv_strerror(status));
+    return;
+  }
+  uv_tcp_nodelay(&s->server.tcp, 1);
+  uv_buf_t b = uv_buf_init((char *)s->startup, (unsigned)s->startup_len);
+  write_iovs(s, &s->server, &b, 1);
+  free(s->startup);
+  s->startup = NULL;
+  if (s->state == S_CANCEL) {
+    /* The server closes after reading a CancelRequest; so do we. */
+    session_drain(s);
+    if (!s->closing && queued(&s->server) == 0)
+      session_close(s);
+    return;
+  }
+  s->state = S_AUTH;
+  start_reading(&s->server);
+  start_reading(&s->client);
+  if (s->client.in_len)
+    pump(s, &s->client);
+}
+
+static void connect_upstream(pv_session_t *s) {
+  pv_worker_t *w = s->w;
+  int rc = uv_tcp_init(&w->loop, &s->server.tcp);
+  if (rc) {
+    fail_session(s, "FATAL", "53000", "pgveil: %s", uv_strerror(rc));
+    return;
+  }
+  s->server.open = true;
+  s->server.tcp.data = &s->server;
+  s->open_handles++;
+  if (uv_timer_init(&w->loop, &s->timer) == 0) {
+    s->timer_open = true;
+    s->open_handles++;
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_connect_timeout,
+                   (uint64_t)(cfg_of(s)->connect_timeout * 1000.0), 0);
+  }
+  s->connect_req.data = s;
+  rc = uv_tcp_connect(&s->connect_req, &s->server.tcp,
+                      (const struct sockaddr *)&w->shared->upstream,
+                      on_connect);
+  if (rc)
+    on_connect(&s->connect_req, rc);
+}
+
+/* ---- startup --------------------------------------------------------- */
+
+/* Builds the StartupMessage for the upstream: the client's parameters
+ * without pgveil's own (kept for the session). */
+static int prepare_startup(pv_session_t *s, const pv_startup_t *st) {
+  pv_param_t kept[STARTUP_PARAMS_MAX];
+  size_t nkept = 0;
+  for (size_t i = 0; i < st->nparams; i++) {
+    if (strncmp(st->params[i].key, "pgveil.", 7) == 0) {
+      if (strcmp(st->params[i].key, "pgveil.purpose") == 0)
+        snprintf(s->purpose, sizeof s->purpose, "%s", st->params[i].val);
+      continue;
+    }
+    kept[nkept++] = st->params[i];
+  }
+  size_t cap = STARTUP_MAX + 16;
+  s->startup = malloc(cap);
+  if (!s->startup)
+    return PV_ENOMEM;
+  int n = pv_startup_encode(s->startup, cap, st->version, kept, nkept);
+  if (n < 0)
+    return n;
+  s->startup_len = (size_t)n;
+  return PV_OK;
+}
+
+static void consume_in(end_t *e, size_t n) {
+  memmove(e->in, e->in + n, e->in_len - n);
+  e->in_len -= (uint32_t)n;
+}
+
+static void write_const(pv_session_t *s, end_t *dst, const char *p,
+                        size_t len) {
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  write_iovs(s, dst, &b, 1);
+}
+
+/* Handles startup-phase packets; returns when it needs more input or the
+ * session moved on. */
+static void handle_startup(pv_session_t *s) {
+  end_t *c = &s->client;
+  while (s->state == S_STARTUP && !s->closing && !s->draining) {
+    pv_param_t params[STARTUP_PARAMS_MAX];
+    pv_startup_t st;
+    int n = pv_startup_parse(c->in, c->in_len, STARTUP_MAX, params,
+                             STARTUP_PARAMS_MAX, &st);
+    if (n == PV_EAGAIN)
+      return;
+    if (n < 0) {
+      fail_session(s, "FATAL", "08P01", "pgveil: invalid startup packet: %s",
+                   pv_strerror(n));
+      return;
+    }
+    switch (st.kind) {
+    case PV_STARTUP_SSL:
+    case PV_STARTUP_GSSENC:
+      /* No TLS or GSS encryption on the client leg (yet): decline. */
+      consume_in(c, (size_t)n);
+      write_const(s, c, "N", 1);
+      continue;
+    case PV_STARTUP_CANCEL:
+      s->startup = malloc((size_t)n);
+      if (!s->startup) {
+        session_close(s);
+        return;
+      }
+      memcpy(s->startup, c->in, (size_t)n);
+      s->startup_len = (size_t)n;
+      consume_in(c, (size_t)n);
+      s->state = S_CANCEL;
+      stop_reading(c);
+      connect_upstream(s);
+      return;
+    case PV_STARTUP_NORMAL:
+      break;
+    }
+    if (s->over_limit) {
+      fail_session(s, "FATAL", "53300",
+                   "pgveil: sorry, too many clients already (--max-clients "
+                   "%u)",
+                   cfg_of(s)->max_clients);
+      return;
+    }
+    int rc = prepare_startup(s, &st);
+    consume_in(c, (size_t)n);
+    if (rc) {
+      fail_session(s, "FATAL", "08P01", "pgveil: cannot relay startup: %s",
+                   pv_strerror(rc));
+      return;
+    }
+    s->state = S_CONNECTING;
+    stop_reading(c);
+    connect_upstream(s);
+  }
+}
+
+/* ---- the message pump ------------------------------------------------ */
+
+enum { MSG_DONE = 0, MSG_HOLD = 1 }; /* handler results besides errors */
+
+static int enter_ready(pv_session_t *s) {
+  const pv_config_t *cfg = cfg_of(s);
+  pv_tracker_limits_t lim = {
+      .max_statements = cfg->max_statements,
+      .max_portals = cfg->max_portals,
+      .max_pending = cfg->max_pending,
+      .max_columns = 1664, /* PostgreSQL's MaxTupleAttributeNumber */
+  };
+  s->tracker = pv_tracker_new(&lim);
+  if (!s->tracker)
+    return PV_ENOMEM;
+  s->state = S_READY;
+  if (s->client.held) {
+    s->client.held = false;
+    start_reading(&s->client);
+  }
+  return PV_OK;
+}
+
+static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                           const uint8_t *raw, size_t rawlen,
+                           const pv_be_effect_t *eff) {
+  if (!cfg_of(s)->debug_tag_rows) {
+    emit_span(e, raw, rawlen);
+    return PV_OK;
+  }
+  if (!eff->plan)
+    return PV_ESTATE; /* rows we cannot attribute: fail closed */
+  size_t need = rawlen;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    uint8_t *out = emit_reserve(e, need);
+    if (!out)
+      return PV_ENOMEM;
+    int n = pv_rewrite_tag_datarow(eff->plan, m, out, need, &need);
+    if (n >= 0) {
+      emit_commit(e, (size_t)n);
+      return PV_OK;
+    }
+    if (n != PV_ELIMIT)
+      return n;
+  }
+  return PV_ELIMIT;
+}
+
+static int on_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                         const uint8_t *raw, size_t rawlen) {
+  if (s->state == S_AUTH) {
+    emit_span(e, raw, rawlen);
+    if (m->type == PV_BE_READY)
+      return enter_ready(s);
+    return PV_OK;
+  }
+  pv_be_effect_t eff;
+  int rc = pv_tracker_backend(s->tracker, m, &eff);
+  if (rc)
+    return rc;
+  if (eff.swallow)
+    return PV_OK;
+  if (eff.rows == PV_ROWS_DATAROW)
+    return rewrite_datarow(s, e, m, raw, rawlen, &eff);
+  emit_span(e, raw, rawlen);
+  return PV_OK;
+}
+
+static int on_client_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                         const uint8_t *raw, size_t rawlen) {
+  if (s->state == S_AUTH) {
+    if (m->type != PV_FE_PASSWORD) {
+      /* A query pipelined before ReadyForQuery: hold it until the session
+       * is tracked, so nothing passes unaccounted. */
+      s->client.held = true;
+      stop_reading(&s->client);
+      return MSG_HOLD;
+    }
+    emit_span(e, raw, rawlen);
+    return PV_OK;
+  }
+  pv_fe_effect_t eff = {0};
+  int rc = pv_tracker_frontend(s->tracker, m, &eff);
+  if (rc)
+    return rc;
+  if (eff.inject_len && (rc = emit_copy(e, eff.inject, eff.inject_len)))
+    return rc;
+  emit_span(e, raw, rawlen);
+  return PV_OK;
+}
+
+/* True for messages forwarded as their bytes arrive instead of whole:
+ * COPY data from the client, which pgveil never inspects. */
+static bool streamable(const pv_session_t *s, const end_t *src, uint8_t type) {
+  return src == &s->client && s->state == S_READY && type == PV_FE_COPY_DATA;
+}
+
+static void report_error(pv_session_t *s, end_t *src, int rc,
+                         const uint8_t *at) {
+  bool from_client = src == &s->client;
+  if (rc == PV_ETOOBIG) {
+    fail_session(s, "FATAL", "54000",
+                 "pgveil: %s message of type '%c' is %u bytes, above "
+                 "--max-message-bytes (%u)",
+                 from_client ? "client" : "server", at[0],
+                 pv_get_u32(at + 1) - 4, cfg_of(s)->max_message_bytes);
+  } else if (rc == PV_ESTATE) {
+    fail_session(s, "FATAL", "XX000",
+                 "pgveil: a result row could not be matched to its "
+                 "statement; closing the session rather than risk a leak");
+  } else {
+    fail_session(s, "FATAL", from_client ? "08P01" : "XX000",
+                 "pgveil: %s sent an invalid protocol message: %s",
+                 from_client ? "client" : "server", pv_strerror(rc));
+  }
+}
+
+/* Grows src->in so a partial message of `total` bytes fits. */
+static int reserve_in(pv_session_t *s, end_t *src, size_t total) {
+  if (total <= src->in_cap)
+    return PV_OK;
+  uint8_t *np;
+  if (src->in_cap == cfg_of(s)->read_buffer_bytes) {
+    np = malloc(total);
+    if (np) {
+      memcpy(np, src->in, src->in_len);
+      pv_worker_buf_put(s->w, src->in);
+    }
+  } else {
+    np = realloc(src->in, total);
+  }
+  if (!np)
+    return PV_ENOMEM;
+  src->in = np;
+  src->in_cap = (uint32_t)total;
+  return PV_OK;
+}
+
+static void pump_messages(pv_session_t *s, end_t *src) {
+  end_t *dst = other(s, src);
+  emit_t e = {.s = s, .dst = dst, .n = 0};
+  uint32_t max = cfg_of(s)->max_message_bytes;
+  size_t pos = 0, want = 0;
+  int rc = PV_OK;
+  while (pos < src->in_len && !s->closing && !s->draining) {
+    const uint8_t *p = src->in + pos;
+    size_t avail = src->in_len - pos;
+    if (src->stream_left) {
+      size_t k = avail < src->stream_left ? avail : src->stream_left;
+      emit_span(&e, p, k);
+      src->stream_left -= (uint32_t)k;
+      pos += k;
+      continue;
+    }
+    pv_msg_t m;
+    int n = pv_frame_parse(p, avail, max, &m);
+    if (n == PV_EAGAIN) {
+      if (avail >= PV_FRAME_HEADER && streamable(s, src, p[0])) {
+        emit_span(&e, p, avail);
+        src->stream_left = (uint32_t)(PV_FRAME_HEADER + m.len - avail);
+        pos += avail;
+        continue;
+      }
+      if (avail >= PV_FRAME_HEADER)
+        want = PV_FRAME_HEADER + (size_t)m.len;
+      break;
+    }
+    if (n < 0) {
+      rc = n;
+      break;
+    }
+    rc = src == &s->client ? on_client_msg(s, &e, &m, p, (size_t)n)
+                           : on_server_msg(s, &e, &m, p, (size_t)n);
+    if (rc == MSG_HOLD) {
+      rc = PV_OK;
+      break;
+    }
+    if (rc)
+      break;
+    pos += (size_t)n;
+  }
+  emit_flush(&e);
+  if (rc && !s->closing) {
+    report_error(s, src, rc, src->in + pos);
+    return;
+  }
+  if (s->closing)
+    return;
+  consume_in(src, pos);
+  if (want && reserve_in(s, src, want) != PV_OK)
+    fail_session(s, "FATAL", "53200", "pgveil: out of memory");
+}
+
+static void pump(pv_session_t *s, end_t *src) {
+  if (s->closing)
+    return;
+  if (src == &s->client && s->state == S_STARTUP) {
+    handle_startup(s);
+    return;
+  }
+  if (s->state == S_AUTH || s->state == S_READY) {
+    pump_messages(s, src);
+    /* A hold released by ReadyForQuery: process what the client sent. */
+    if (src == &s->server && !s->closing && s->state == S_READY &&
+        s->client.in_len && !s->client.held)
+      pump_messages(s, &s->client);
+  }
+}
+
+/* ---- accept ---------------------------------------------------------- */
+
+void pv_session_accept(pv_worker_t *w) {
+  pv_session_t *s = calloc(1, sizeof *s);
+  if (!s)
+    return;
+  s->w = w;
+  s->client.s = s;
+  s->server.s = s;
+  s->state = S_STARTUP;
+  if (uv_tcp_init(&w->loop, &s->client.tcp) != 0) {
+    free(s);
+    return;
+  }
+  s->client.tcp.data = &s->client;
+  s->client.open = true;
+  s->open_handles = 1;
+  s->id = atomic_fetch_add(&w->shared->sessions, 1) + 1;
+  unsigned prev = atomic_fetch_add(&w->shared->clients, 1);
+  s->over_limit = prev >= w->shared->cfg->max_clients;
+  s->next = w->sessions;
+  if (w->sessions)
+    w->sessions->prev = s;
+  w->sessions = s;
+  w->nsessions++;
+  if (uv_accept((uv_stream_t *)&w->listener, (uv_stream_t *)&s->client.tcp)) {
+    session_close(s);
+    return;
+  }
+  uv_tcp_nodelay(&s->client.tcp, 1);
+  start_reading(&s->client);
+}
