@@ -72,3 +72,100 @@ int pv_rewrite_tag_datarow(const pv_plan_t *plan, const pv_msg_t *m,
   }
   return (int)(p - out);
 }
+
+static const pv_action_t *effective(const pv_col_action_t *c,
+                                    bool consented) {
+  if (c->otherwise && !consented)
+    return c->otherwise;
+  return c->action;
+}
+
+/* Upper bound of the rewritten row, or PV_EPROTO. */
+static int64_t rewritten_bound(const pv_row_actions_t *ra, bool consented,
+                               const pv_msg_t *m) {
+  pv_be_datarow_iter_t it;
+  if (pv_be_datarow_begin(m, &it) != PV_OK || it.nfields != ra->ncols)
+    return PV_EPROTO;
+  int64_t size = PV_FRAME_HEADER + 2;
+  const uint8_t *val;
+  int32_t len;
+  int rc;
+  for (uint16_t i = 0; (rc = pv_be_datarow_next(&it, &val, &len)) == 1; i++) {
+    const pv_col_action_t *c = &ra->cols[i];
+    const pv_action_t *a = effective(c, consented);
+    size += 4;
+    if (len <= 0)
+      continue;
+    if (!a || a->kind == PV_ACT_CLEAR)
+      size += len;
+    else
+      size += (int64_t)pv_mask_out_max(a, c->type_oid, c->typmod, (size_t)len);
+  }
+  return rc == 0 ? size : PV_EPROTO;
+}
+
+/* Writes one acted-on field at p (room: end - p); returns bytes used. */
+static size_t write_masked(const pv_col_action_t *c, const pv_action_t *a,
+                           const uint8_t *val, int32_t len, uint8_t *p,
+                           const uint8_t *end) {
+  int64_t n = PV_MASK_NULL;
+  if (a->kind != PV_ACT_WITHHOLD && end - p >= 4)
+    n = pv_mask_apply(a, c->key, c->column_id, c->type_oid, c->typmod,
+                      c->format, val, (size_t)len, p + 4,
+                      (size_t)(end - p - 4));
+  if (n < 0) { /* withhold, misfit, invalid input: NULL, never clear */
+    pv_put_u32(p, UINT32_MAX);
+    return 4;
+  }
+  pv_put_u32(p, (uint32_t)n);
+  return 4 + (size_t)n;
+}
+
+int pv_rewrite_datarow(const pv_row_actions_t *ra, bool consented,
+                       const pv_msg_t *m, uint8_t *out, size_t cap,
+                       size_t *needed) {
+  int64_t bound = rewritten_bound(ra, consented, m);
+  if (bound < 0)
+    return (int)bound;
+  if (bound > INT32_MAX)
+    return PV_ELIMIT;
+  *needed = (size_t)bound;
+  if ((size_t)bound > cap)
+    return PV_ELIMIT;
+  uint8_t *p = out + PV_FRAME_HEADER, *end = out + bound;
+  pv_put_u16(p, ra->ncols);
+  p += 2;
+  pv_be_datarow_iter_t it;
+  const uint8_t *val;
+  int32_t len;
+  if (pv_be_datarow_begin(m, &it) != PV_OK)
+    return PV_EPROTO;
+  for (uint16_t i = 0; pv_be_datarow_next(&it, &val, &len) == 1; i++) {
+    const pv_col_action_t *c = &ra->cols[i];
+    const pv_action_t *a = effective(c, consented);
+    if (len < 0 || !a || a->kind == PV_ACT_CLEAR) {
+      /* NULL stays NULL under every action; clear copies. */
+      pv_put_u32(p, len < 0 ? UINT32_MAX : (uint32_t)len);
+      p += 4;
+      if (len > 0)
+        memcpy(p, val, (size_t)len);
+      p += len > 0 ? len : 0;
+      continue;
+    }
+    p += write_masked(c, a, val, len, p, end);
+  }
+  out[0] = 'D';
+  pv_put_u32(out + 1, (uint32_t)(p - out - 1));
+  return (int)(p - out);
+}
+
+int pv_datarow_field(const pv_msg_t *m, uint16_t i, const uint8_t **val,
+                     int32_t *len) {
+  pv_be_datarow_iter_t it;
+  if (pv_be_datarow_begin(m, &it) != PV_OK || i >= it.nfields)
+    return PV_EPROTO;
+  for (uint16_t k = 0; k <= i; k++)
+    if (pv_be_datarow_next(&it, val, len) != 1)
+      return PV_EPROTO;
+  return PV_OK;
+}
