@@ -381,3 +381,68 @@ class Endpoint:
 
     def __repr__(self):
         return "<Endpoint %s %s>" % (self.label, self.addr)
+
+
+class TcpRelay:
+    """A tiny TCP forwarder on 127.0.0.1:port -> target, in threads. Lets a
+    test make an upstream appear (or vanish) at a fixed address."""
+
+    def __init__(self, target_host, target_port, port=None):
+        self.target = (target_host, target_port)
+        self.port = port or free_port()
+        self.lsock = None
+        self.conns = []
+        self.stopped = False
+
+    def start(self):
+        import threading
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self):
+        import threading
+        while not self.stopped:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(self.target, timeout=5)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.stopped = True
+        if self.lsock:
+            self.lsock.close()
+        for s in self.conns:
+            try:
+                s.close()
+            except OSError:
+                pass
