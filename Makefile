@@ -12,7 +12,7 @@ SAN     ?=
 # Debian packages `make deps` installs when missing.
 DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev llvm \
             libuv1-dev libpq-dev libssl-dev libxxhash-dev libpg-query-dev \
-            libyaml-dev postgresql-15 postgresql-client-15 pgbouncer \
+            libyaml-dev libprotobuf-c-dev postgresql-15 postgresql-client-15 pgbouncer \
             python3-psycopg python3-psycopg2 python3-pytest \
             clang-format clang-tidy
 
