@@ -74,14 +74,15 @@ int pv_rewrite_tag_datarow(const pv_plan_t *plan, const pv_msg_t *m,
 }
 
 static const pv_action_t *effective(const pv_col_action_t *c,
-                                    bool consented) {
-  if (c->otherwise && !consented)
+                                    const uint8_t *consent, uint16_t i) {
+  if (c->otherwise && !(consent && consent[i]))
     return c->otherwise;
   return c->action;
 }
 
 /* Upper bound of the rewritten row, or PV_EPROTO. */
-static int64_t rewritten_bound(const pv_row_actions_t *ra, bool consented,
+static int64_t rewritten_bound(const pv_row_actions_t *ra,
+                               const uint8_t *consent,
                                const pv_msg_t *m) {
   pv_be_datarow_iter_t it;
   if (pv_be_datarow_begin(m, &it) != PV_OK || it.nfields != ra->ncols)
@@ -92,7 +93,7 @@ static int64_t rewritten_bound(const pv_row_actions_t *ra, bool consented,
   int rc;
   for (uint16_t i = 0; (rc = pv_be_datarow_next(&it, &val, &len)) == 1; i++) {
     const pv_col_action_t *c = &ra->cols[i];
-    const pv_action_t *a = effective(c, consented);
+    const pv_action_t *a = effective(c, consent, i);
     size += 4;
     if (len <= 0)
       continue;
@@ -121,10 +122,10 @@ static size_t write_masked(const pv_col_action_t *c, const pv_action_t *a,
   return 4 + (size_t)n;
 }
 
-int pv_rewrite_datarow(const pv_row_actions_t *ra, bool consented,
+int pv_rewrite_datarow(const pv_row_actions_t *ra, const uint8_t *consent,
                        const pv_msg_t *m, uint8_t *out, size_t cap,
                        size_t *needed) {
-  int64_t bound = rewritten_bound(ra, consented, m);
+  int64_t bound = rewritten_bound(ra, consent, m);
   if (bound < 0)
     return (int)bound;
   if (bound > INT32_MAX)
@@ -142,7 +143,7 @@ int pv_rewrite_datarow(const pv_row_actions_t *ra, bool consented,
     return PV_EPROTO;
   for (uint16_t i = 0; pv_be_datarow_next(&it, &val, &len) == 1; i++) {
     const pv_col_action_t *c = &ra->cols[i];
-    const pv_action_t *a = effective(c, consented);
+    const pv_action_t *a = effective(c, consent, i);
     if (len < 0 || !a || a->kind == PV_ACT_CLEAR) {
       /* NULL stays NULL under every action; clear copies. */
       pv_put_u32(p, len < 0 ? UINT32_MAX : (uint32_t)len);

@@ -34,24 +34,27 @@ typedef struct {
   uint32_t type_oid;
   int32_t typmod;
   int16_t format;
+  int32_t subject_col; /* gated: row index of its table's subject, or -1
+                          (no subject in the result: never consented) */
 } pv_col_action_t;
 
 /* The actions of a whole plan, built once per plan (never per row). */
 typedef struct {
   uint16_t ncols;
   uint16_t nacted;      /* columns with an action other than clear */
-  int32_t subject_col;  /* row index of the consent subject, -1 if absent */
+  uint16_t ngated;      /* consent-gated columns */
   pv_col_action_t *cols; /* ncols entries */
 } pv_row_actions_t;
 
 /* Rewrites DataRow m under ra: untouched fields copied, acted-on fields
- * replaced via pv_mask_apply (consented selects `action` over `otherwise`
- * for gated columns); any failure of an action yields NULL, never the clear
- * value. Writes the whole message into out[0..cap). Returns bytes written,
+ * replaced via pv_mask_apply. For a gated column i, consent[i] != 0 selects
+ * `action`, else `otherwise`; consent NULL means no consent for any column.
+ * Any failure of an action yields NULL, never the clear value. Writes the whole message into out[0..cap). Returns bytes written,
  * PV_ELIMIT when cap is too small (OUT: *needed), or PV_EPROTO when the row
  * does not match the plan. */
 PV_WARN_UNUSED int pv_rewrite_datarow(const pv_row_actions_t *ra,
-                                      bool consented, const pv_msg_t *m,
+                                      const uint8_t *consent,
+                                      const pv_msg_t *m,
                                       uint8_t *out, size_t cap,
                                       size_t *needed);
 
