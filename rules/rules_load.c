@@ -957,8 +957,12 @@ static bool load_table(ld_t *ld, const yaml_node_t *k, const yaml_node_t *v,
   ident_t id[2];
   bool named = ident_qualified(ld, k, "table name", id);
   char tname[2 * sizeof(ident_t) + 2];
-  snprintf(tname, sizeof tname, "%s.%s", named ? id[0] : "?",
-           named ? id[1] : "?");
+  if (named)
+    snprintf(tname, sizeof tname, "%s.%s", id[0], id[1]);
+  else if (k->type == YAML_SCALAR_NODE)
+    show(tname, k->data.scalar.value, k->data.scalar.length);
+  else
+    snprintf(tname, sizeof tname, "?");
   char what[160];
   snprintf(what, sizeof what, "table %s", tname);
   if (!expect(ld, v, YAML_MAPPING_NODE, what))

@@ -215,6 +215,8 @@ bool pv_rules_role_may_declare(const pv_rules_t *rules, const char *role,
   if (!rules || !role || purpose < 0 || (size_t)purpose >= rules->npurposes)
     return false;
   const pv_rules_purpose_t *p = &rules->purposes[purpose];
+  if (!p->nroles)
+    return false;
   /* roles are sorted by the loader */
   return bsearch(role, p->roles, p->nroles, sizeof *p->roles, str_cmp) != NULL;
 }
@@ -225,7 +227,7 @@ static int role_default_cmp(const void *key, const void *elem) {
 }
 
 int pv_rules_default_purpose(const pv_rules_t *rules, const char *role) {
-  if (!rules || !role)
+  if (!rules || !role || !rules->nrole_defaults)
     return PV_PURPOSE_NONE;
   const pv_rules_role_default_t *d =
       bsearch(role, rules->role_defaults, rules->nrole_defaults, sizeof *d,
@@ -247,7 +249,7 @@ static int table_key_cmp(const void *key, const void *elem) {
 const pv_rules_table_t *pv_rules_table_find(const pv_rules_t *rules,
                                             const char *schema,
                                             const char *name) {
-  if (!rules || !schema || !name)
+  if (!rules || !schema || !name || !rules->ntables)
     return NULL;
   table_key_t k = {schema, name};
   return bsearch(&k, rules->tables, rules->ntables, sizeof *rules->tables,
@@ -260,7 +262,7 @@ static int column_key_cmp(const void *key, const void *elem) {
 
 const pv_rules_column_t *pv_rules_column_find(const pv_rules_table_t *table,
                                               const char *name) {
-  if (!table || !name)
+  if (!table || !name || !table->ncolumns)
     return NULL;
   return bsearch(name, table->columns, table->ncolumns, sizeof *table->columns,
                  column_key_cmp);
