@@ -85,6 +85,22 @@ def _as_postgres():
     return None  # caller falls back to su -c
 
 
+def _postgres_reachable_tmp():
+    """A temp base the postgres user can traverse: $TMPDIR may sit under a
+    0700 home directory when we run as root."""
+    base = tempfile.gettempdir()
+    if os.geteuid() != 0:
+        return base
+    d = os.path.abspath(base)
+    while True:
+        if not os.stat(d).st_mode & 0o001:
+            return "/tmp"
+        parent = os.path.dirname(d)
+        if parent == d:
+            return base
+        d = parent
+
+
 def run_pg_tool(args, check=True, timeout=120, **kw):
     """Run a PostgreSQL server tool (initdb, pg_ctl) as the postgres user."""
     prefix = _as_postgres()
@@ -117,7 +133,7 @@ class PgServer:
 
     # -- lifecycle ---------------------------------------------------------
     def start(self):
-        self.tmp = tempfile.mkdtemp(prefix="pgveil-pg-")
+        self.tmp = tempfile.mkdtemp(prefix="pgveil-pg-", dir=_postgres_reachable_tmp())
         _live.append(self)
         self.datadir = os.path.join(self.tmp, "data")
         self.sockdir = os.path.join(self.tmp, "sock")
@@ -140,6 +156,8 @@ class PgServer:
                     "full_page_writes = off\n"
                     "shared_buffers = 32MB\n"
                     "max_connections = 100\n"
+                    "dynamic_shared_memory_type = mmap\n"
+                    "max_parallel_workers_per_gather = 0\n"
                     "password_encryption = 'scram-sha-256'\n"
                     "log_min_messages = warning\n"
                     "log_connections = off\n"

@@ -1,6 +1,7 @@
 # Fixtures for the integration suite: a throwaway PostgreSQL and pgveil in front.
 # Owns only processes it starts; PGVEIL_DIRECT=1 points every client at PostgreSQL.
 import os
+import signal
 import sys
 
 import pytest
@@ -37,6 +38,29 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "pgveil_only" in item.keywords:
             item.add_marker(skip)
+
+
+TEST_TIMEOUT = int(os.environ.get("PGVEIL_TEST_TIMEOUT", "90"))
+
+
+class TestTimeout(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _per_test_timeout():
+    """No pytest-timeout on Debian 12: SIGALRM turns a hung test into a
+    failure instead of a hung suite."""
+    def on_alarm(signum, frame):
+        raise TestTimeout("test exceeded %ds (PGVEIL_TEST_TIMEOUT)" % TEST_TIMEOUT)
+
+    old = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 # SIGTERM shutdown. Every test here needs bin/pgveil.
 import signal
 import socket
+import subprocess
 import time
 
 import pytest
@@ -77,7 +78,11 @@ def test_port_in_use_exit_2(pg):
 def test_port_in_use_by_another_pgveil(pg, start_pgveil):
     """SO_REUSEPORT must not let a second pgveil silently share a port."""
     first = start_pgveil(["--passthrough"])
-    p = run_pgveil(["--listen", first.addr, "--upstream", pg.addr, "--passthrough"], timeout=15)
+    try:
+        p = run_pgveil(["--listen", first.addr, "--upstream", pg.addr, "--passthrough"], timeout=5)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError("a second pgveil bound %s, already in use by the first (SO_REUSEPORT),"
+                             " and kept running; stderr: %r" % (first.addr, e.stderr)) from None
     assert p.returncode == 2, (p.returncode, p.stderr)
     one_line_error(p.stderr)
     assert first.alive()
