@@ -13,7 +13,7 @@ typedef enum {
   O_LISTEN, O_UPSTREAM, O_WORKERS, O_RULES, O_CONTROL_DSN, O_PASSTHROUGH,
   O_MAX_MESSAGE, O_MAX_CLIENTS, O_SHUTDOWN, O_CONNECT_TIMEOUT, O_READ_BUFFER,
   O_HIGH_WATER, O_MAX_STATEMENTS, O_MAX_PORTALS, O_MAX_PENDING, O_TAG_ROWS,
-  O_CHECK, O_HELP, O_VERSION,
+  O_CHECK, O_HELP, O_VERSION, O_SECRET_FILE,
 } opt_id_t;
 
 typedef struct {
@@ -30,6 +30,7 @@ static const opt_t OPTS[] = {
     {O_WORKERS, "workers", "PGVEIL_WORKERS", OPT_UINT, 1, 256},
     {O_RULES, "rules", "PGVEIL_RULES", OPT_STRING, 0, 0},
     {O_CONTROL_DSN, "control-dsn", "PGVEIL_CONTROL_DSN", OPT_STRING, 0, 0},
+    {O_SECRET_FILE, "secret-file", "PGVEIL_SECRET_FILE", OPT_STRING, 0, 0},
     {O_PASSTHROUGH, "passthrough", "PGVEIL_PASSTHROUGH", OPT_FLAG, 0, 0},
     {O_MAX_MESSAGE, "max-message-bytes", "PGVEIL_MAX_MESSAGE_BYTES", OPT_UINT,
      1024, 1073741824},
@@ -64,6 +65,8 @@ const char *pv_config_usage(void) {
          "  --rules FILE                rules file (PGVEIL_RULES)\n"
          "  --passthrough               run without rules: nothing is masked\n"
          "  --control-dsn DSN           libpq DSN for catalog and consent\n"
+         "  --secret-file FILE          secret for hash pseudonyms (>= 16 "
+         "bytes)\n"
          "  --workers N                 event-loop threads (default: cores)\n"
          "  --max-message-bytes N       largest message buffered (64 MiB)\n"
          "  --max-clients N             concurrent clients (10000)\n"
@@ -186,6 +189,7 @@ static int apply(pv_config_t *c, const opt_t *o, const char *val,
   case O_WORKERS: c->workers = (unsigned)u; break;
   case O_RULES: strcpy(c->rules_path, val); break;
   case O_CONTROL_DSN: strcpy(c->control_dsn, val); break;
+  case O_SECRET_FILE: strcpy(c->secret_path, val); break;
   case O_PASSTHROUGH: c->passthrough = true; break;
   case O_MAX_MESSAGE: c->max_message_bytes = (uint32_t)u; break;
   case O_MAX_CLIENTS: c->max_clients = (uint32_t)u; break;

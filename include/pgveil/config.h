@@ -30,6 +30,7 @@ typedef struct {
   unsigned workers;            /* event-loop threads */
   char rules_path[PV_PATH_MAX]; /* "" when none */
   char control_dsn[PV_PATH_MAX]; /* "" when none */
+  char secret_path[PV_PATH_MAX]; /* --secret-file: mask key secret, or "" */
   bool passthrough;            /* explicit: run without rules */
   uint32_t max_message_bytes;  /* largest message pgveil buffers whole */
   uint32_t max_clients;        /* concurrent client connections */
