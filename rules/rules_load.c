@@ -67,7 +67,7 @@ static const char *show(char out[SHOW_MAX + 4], const void *p, size_t len) {
   const unsigned char *s = p;
   size_t n = len > SHOW_MAX ? SHOW_MAX : len, j = 0;
   for (size_t i = 0; i < n; i++)
-    out[j++] = (s[i] < 0x20 || s[i] == 0x7f) ? '?' : (char)s[i];
+    out[j++] = (char)((s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i]);
   if (len > SHOW_MAX)
     for (int k = 0; k < 3; k++)
       out[j++] = '.';
@@ -140,8 +140,7 @@ static bool get_str(ld_t *ld, const yaml_node_t *n, const char *what,
 }
 
 static bool str_is(const yaml_node_t *n, const char *lit) {
-  return n->type == YAML_SCALAR_NODE &&
-         n->data.scalar.length == strlen(lit) &&
+  return n->type == YAML_SCALAR_NODE && n->data.scalar.length == strlen(lit) &&
          memcmp(n->data.scalar.value, lit, n->data.scalar.length) == 0;
 }
 
@@ -173,13 +172,12 @@ static void map_keys(ld_t *ld, const yaml_node_t *m, const char *const *keys,
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
                  j ? ", " : "", keys[j]);
       ERR_AT(ld, k, "unknown key '%s' %s (expected one of: %s)",
-             show(q, k->data.scalar.value, k->data.scalar.length), where,
-             list);
+             show(q, k->data.scalar.value, k->data.scalar.length), where, list);
       continue;
     }
     if (vals[i]) {
-      ERR_AT(ld, k, "duplicate key '%s' %s (first at line %u)", keys[i],
-             where, mline(kn[i]->start_mark));
+      ERR_AT(ld, k, "duplicate key '%s' %s (first at line %u)", keys[i], where,
+             mline(kn[i]->start_mark));
       continue;
     }
     vals[i] = v;
@@ -258,7 +256,7 @@ static int ident_parse(const char *s, size_t len, ident_t *out, int maxp,
           return -1;
         }
         char c = s[i++];
-        o[n++] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+        o[n++] = (char)((c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c);
       }
     }
     o[n] = '\0';
@@ -405,9 +403,8 @@ static bool get_action(ld_t *ld, const yaml_node_t *n, const char *what,
   for (char *w = why; *w; w++) /* it may quote the file: keep one line */
     if ((unsigned char)*w < 0x20 || *w == 0x7f)
       *w = '?';
-  pv_rules__err_add(ld->el, mline(n->start_mark), scalar_col(n, off),
-                    "%s: %s", what,
-                    why[0] ? why : "not a valid action");
+  pv_rules__err_add(ld->el, mline(n->start_mark), scalar_col(n, off), "%s: %s",
+                    what, why[0] ? why : "not a valid action");
   return false;
 }
 
@@ -534,8 +531,9 @@ static void load_purpose(ld_t *ld, pv_rules_purpose_t *p,
   yaml_node_t *val[3];
   map_keys(ld, v, keys, 3, val, NULL, where);
   if (!val[0])
-    ERR_AT(ld, v, "purpose '%s': missing 'roles' (the roles that may "
-                  "declare it)",
+    ERR_AT(ld, v,
+           "purpose '%s': missing 'roles' (the roles that may "
+           "declare it)",
            p->name);
   else
     load_roles(ld, p, val[0], p->name);
@@ -657,8 +655,7 @@ static void load_purpose_by_role(ld_t *ld, const yaml_node_t *v) {
         continue;
       }
     }
-    rd[m] = (pv_rules_role_default_t){adup(ld, role), pi,
-                                      mline(k->start_mark)};
+    rd[m] = (pv_rules_role_default_t){adup(ld, role), pi, mline(k->start_mark)};
     tmp[m] = (named_t){rd[m].role, NULL, mline(k->start_mark),
                        mcol(k->start_mark), m};
     m++;
@@ -719,11 +716,11 @@ static void load_consent(ld_t *ld, const yaml_node_t *v) {
     else
       ok = false;
   }
-  if (val[4] && !get_duration(ld, val[4], "max_staleness",
-                              &c->max_staleness_ms))
+  if (val[4] &&
+      !get_duration(ld, val[4], "max_staleness", &c->max_staleness_ms))
     ok = false;
-  if (val[5] && !get_duration(ld, val[5], "resync_interval",
-                              &c->resync_interval_ms))
+  if (val[5] &&
+      !get_duration(ld, val[5], "resync_interval", &c->resync_interval_ms))
     ok = false;
   if (val[6]) {
     if (ident1(ld, val[6], "notify_channel", col))
@@ -827,8 +824,9 @@ static void load_decision(ld_t *ld, const yaml_node_t *v, const char *pname,
   }
   if (val[2]) {
     if (!val[1] || !str_is(val[1], "required"))
-      ERR_AT(ld, kpos[2], "%s: 'otherwise' applies only with consent: "
-                          "required",
+      ERR_AT(ld, kpos[2],
+             "%s: 'otherwise' applies only with consent: "
+             "required",
              what);
     else
       (void)get_action(ld, val[2], what, &d->otherwise);
@@ -879,10 +877,8 @@ static void load_column(ld_t *ld, const yaml_node_t *v, pv_rules_column_t *c) {
     char q[SHOW_MAX + 4], list[256];
     if (pi < 0) {
       purposes_list(ld, list, sizeof list);
-      ERR_AT(ld, k,
-             "%s: '%s' is neither 'default' nor a declared purpose (%s)",
-             what, show(q, k->data.scalar.value, k->data.scalar.length),
-             list);
+      ERR_AT(ld, k, "%s: '%s' is neither 'default' nor a declared purpose (%s)",
+             what, show(q, k->data.scalar.value, k->data.scalar.length), list);
       continue;
     }
     bool dup = false;
@@ -895,8 +891,7 @@ static void load_column(ld_t *ld, const yaml_node_t *v, pv_rules_column_t *c) {
     if (dup)
       continue;
     e[c->nentries].purpose = pi;
-    load_decision(ld, val, ld->purposes[pi].name, c->name,
-                  &e[c->nentries].d);
+    load_decision(ld, val, ld->purposes[pi].name, c->name, &e[c->nentries].d);
     c->nentries++;
   }
 }
@@ -1041,8 +1036,9 @@ static void load_tables(ld_t *ld, const yaml_node_t *v) {
 
 static void load_root(ld_t *ld, const yaml_node_t *root) {
   if (is_null(root)) {
-    pv_rules__err_add(ld->el, 1, 1, "empty rules file: expected a mapping starting with "
-                     "'version: 1'");
+    pv_rules__err_add(ld->el, 1, 1,
+                      "empty rules file: expected a mapping starting with "
+                      "'version: 1'");
     return;
   }
   if (root->type != YAML_MAPPING_NODE) {
@@ -1052,7 +1048,7 @@ static void load_root(ld_t *ld, const yaml_node_t *root) {
            kind_name(root));
     return;
   }
-  static const char *const keys[] = {"version", "purposes", "defaults",
+  static const char *const keys[] = {"version", "purposes",        "defaults",
                                      "consent", "allow_functions", "tables"};
   yaml_node_t *val[6];
   map_keys(ld, root, keys, 6, val, NULL, "at the top level");
@@ -1063,8 +1059,7 @@ static void load_root(ld_t *ld, const yaml_node_t *root) {
     ERR_AT(ld, val[0], "version: expected 1 (the only version), got %s%s%s",
            val[0]->type == YAML_SCALAR_NODE ? "'" : "",
            val[0]->type == YAML_SCALAR_NODE
-               ? show(q, val[0]->data.scalar.value,
-                      val[0]->data.scalar.length)
+               ? show(q, val[0]->data.scalar.value, val[0]->data.scalar.length)
                : kind_name(val[0]),
            val[0]->type == YAML_SCALAR_NODE ? "'" : "");
   /* Order matters: columns refer to purposes and to the consent table. */

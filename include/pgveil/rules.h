@@ -22,7 +22,7 @@
  * pv_rules_limits_t to pv_rules_load_buffer_limits to change them. */
 #define PV_RULES_MAX_FILE_BYTES (4u << 20) /* 4 MiB */
 #define PV_RULES_MAX_PURPOSES 64
-#define PV_RULES_MAX_ROLES 1024     /* per purpose, and in purpose_by_role */
+#define PV_RULES_MAX_ROLES 1024 /* per purpose, and in purpose_by_role */
 #define PV_RULES_MAX_TABLES 1024
 #define PV_RULES_MAX_COLUMNS 16384  /* in all tables together */
 #define PV_RULES_MAX_FUNCTIONS 1024 /* allow_functions entries */
@@ -63,7 +63,7 @@ typedef enum {
 } pv_explain_t;
 
 typedef struct {
-  const char *name; /* [a-z][a-z0-9_]*, at most 63 bytes */
+  const char *name;         /* [a-z][a-z0-9_]*, at most 63 bytes */
   const char *const *roles; /* roles that may declare it, folded */
   size_t nroles;
   pv_consent_mode_t consent;
@@ -82,9 +82,9 @@ typedef struct {
   bool configured; /* false: no consent table; no column requires consent */
   const char *schema, *table; /* identifiers, folded */
   const char *subject_column, *purpose_column, *granted_column;
-  uint64_t max_staleness_ms;  /* older consent set counts as no consent */
+  uint64_t max_staleness_ms;   /* older consent set counts as no consent */
   uint64_t resync_interval_ms; /* periodic full reload, default 60 s */
-  const char *notify_channel; /* LISTEN channel, default "pgveil_consent" */
+  const char *notify_channel;  /* LISTEN channel, default "pgveil_consent" */
   uint32_t line;
 } pv_rules_consent_t;
 
@@ -116,15 +116,15 @@ struct pv_rules_table;
 typedef struct {
   const char *name; /* folded identifier */
   const struct pv_rules_table *table;
-  pv_rules_decision_t dflt; /* `default`, or withhold when not written */
+  pv_rules_decision_t dflt;        /* `default`, or withhold when not written */
   const pv_rules_entry_t *entries; /* per named purpose, few */
   size_t nentries;
   uint32_t line, col;
 } pv_rules_column_t;
 
 typedef struct pv_rules_table {
-  const char *schema, *name; /* folded identifiers */
-  const char *subject;       /* column identifying the data subject */
+  const char *schema, *name;        /* folded identifiers */
+  const char *subject;              /* column identifying the data subject */
   const pv_rules_column_t *columns; /* sorted by name */
   size_t ncolumns;
   uint32_t line, col;

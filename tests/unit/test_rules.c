@@ -218,9 +218,10 @@ static void test_example_decisions(void) {
   char sum[256];
   int n = pv_rules_check_summary(r, sum, sizeof sum);
   CHECK(n > 0 && (size_t)n < sizeof sum);
-  CHECK(strncmp(sum, "rules OK: 3 purposes, 2 tables, 7 columns, consent "
-                     "from public.consent (max staleness 5000 ms), "
-                     "fingerprint ",
+  CHECK(strncmp(sum,
+                "rules OK: 3 purposes, 2 tables, 7 columns, consent "
+                "from public.consent (max staleness 5000 ms), "
+                "fingerprint ",
                 sizeof("rules OK: 3 purposes, 2 tables, 7 columns, consent "
                        "from public.consent (max staleness 5000 ms), "
                        "fingerprint ") -
@@ -283,14 +284,15 @@ static void test_errors_keys(void) {
   CHECK(e && e->count == 2 &&
         strcmp(e->msgs[0], "t.yaml:5:3: table public.t: missing 'columns'") ==
             0 &&
-        strcmp(e->msgs[1], "t.yaml:7:5: unknown key 'colums' in table "
-                           "public.t (expected one of: subject, columns)") ==
-            0);
+        strcmp(e->msgs[1],
+               "t.yaml:7:5: unknown key 'colums' in table "
+               "public.t (expected one of: subject, columns)") == 0);
   pv_rules_errors_free(e);
   EXPECT_ONE(HEAD "tables:\n  public.t:\n    subject: id\n    columns:\n"
                   "      a: { default: hash, action: clear }\n",
-             "8:27", "column a: 'action' is neither 'default' nor a declared "
-                     "purpose (support)");
+             "8:27",
+             "column a: 'action' is neither 'default' nor a declared "
+             "purpose (support)");
   EXPECT_ONE(HEAD "tables:\n  public.t:\n    subject: id\n    columns:\n"
                   "      a: { support: { action: clear, filtr: allow } }\n",
              "8:38", "unknown key 'filtr' in column a, support");
@@ -465,9 +467,10 @@ static void test_identifiers(void) {
   EXPECT_ONE(HEAD "tables:\n  'public.\"t':\n    subject: id\n"
                   "    columns: {}\n",
              "5:11", "unterminated quoted identifier");
-  EXPECT_ONE(HEAD "tables:\n  public.t:\n    subject: id\n    columns:\n"
-                  "      aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-                  "aaaaaaaaa: hash\n",
+  EXPECT_ONE(HEAD
+             "tables:\n  public.t:\n    subject: id\n    columns:\n"
+             "      aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+             "aaaaaaaaa: hash\n",
              "8:7", "identifier longer than 63 bytes");
   const char *t = HEAD "consent:\n  table: public.\"Consent\"\n"
                        "  subject_column: '\"Subject\"'\n"
@@ -502,17 +505,17 @@ static void test_identifiers(void) {
 }
 
 static void test_many_errors(void) {
-  const char *t = "version: 3\n"                              /* 1 */
-                  "purposes:\n"                               /* 2 */
-                  "  sales: { roles: [rep], consent: maybe }\n" /* 3 */
-                  "tables:\n"                                 /* 4 */
-                  "  public.a:\n"                             /* 5 */
-                  "    columns:\n"                            /* 6 */
-                  "      x: { salse: clear }\n"               /* 7 */
-                  "  b:\n"                                    /* 8 */
-                  "    subject: id\n"                         /* 9 */
+  const char *t = "version: 3\n"                                 /* 1 */
+                  "purposes:\n"                                  /* 2 */
+                  "  sales: { roles: [rep], consent: maybe }\n"  /* 3 */
+                  "tables:\n"                                    /* 4 */
+                  "  public.a:\n"                                /* 5 */
+                  "    columns:\n"                               /* 6 */
+                  "      x: { salse: clear }\n"                  /* 7 */
+                  "  b:\n"                                       /* 8 */
+                  "    subject: id\n"                            /* 9 */
                   "    columns: { y: \"mask(keep_last=-1)\" }\n" /* 10 */
-                  "extra: 1\n";                               /* 11 */
+                  "extra: 1\n";                                  /* 11 */
   pv_rules_t *r = NULL;
   pv_rules_errors_t *e = NULL;
   CHECK_EQ(load(t, &r, &e), PV_ESYNTAX);
@@ -523,9 +526,11 @@ static void test_many_errors(void) {
   CHECK_EQ(e->count, 7);
   CHECK_EQ(e->omitted, 0);
   const char *want[] = {
-      "t.yaml:1:10: version:", "t.yaml:3:35: consent:",
+      "t.yaml:1:10: version:",
+      "t.yaml:3:35: consent:",
       "t.yaml:5:3: table public.a: missing 'subject'",
-      "t.yaml:7:12: column x: 'salse'", "t.yaml:8:3: table name 'b'",
+      "t.yaml:7:12: column x: 'salse'",
+      "t.yaml:8:3: table name 'b'",
       "t.yaml:10:35: column y, default: keep_last must be >= 0",
       "t.yaml:11:1: unknown key 'extra'"};
   for (size_t i = 0; i < 7 && i < e->count; i++)
@@ -533,7 +538,6 @@ static void test_many_errors(void) {
   if (e->count != 7)
     dump(e);
   pv_rules_errors_free(e);
-
 }
 
 static void test_error_cap(void) {
@@ -573,8 +577,9 @@ static void test_limits(void) {
            "}\n  public.b: { subject: id, columns: { z: hash } }\n";
   CHECK_EQ(pv_rules_load_buffer_limits(t, strlen(t), "t.yaml", &lim, &r, &e),
            PV_ESYNTAX);
-  CHECK(e && e->count == 1 && strstr(e->msgs[0], "over the limit of 2 "
-                                                 "columns") != NULL);
+  CHECK(e && e->count == 1 &&
+        strstr(e->msgs[0], "over the limit of 2 "
+                           "columns") != NULL);
   pv_rules_errors_free(e);
 
   lim = pv_rules_limits_default();
@@ -590,8 +595,8 @@ static void test_limits(void) {
   t = "version: 1\ntables: {a: {b: {c: 1}}}\n";
   CHECK_EQ(pv_rules_load_buffer_limits(t, strlen(t), "t.yaml", &lim, &r, &e),
            PV_ESYNTAX);
-  CHECK(e && e->count == 1 && strstr(e->msgs[0], "t.yaml:2:17: YAML nested") !=
-                                  NULL);
+  CHECK(e && e->count == 1 &&
+        strstr(e->msgs[0], "t.yaml:2:17: YAML nested") != NULL);
   pv_rules_errors_free(e);
 
   lim = pv_rules_limits_default();
@@ -622,8 +627,8 @@ static void test_files(void) {
     const pv_rules_column_t *c = col(r, "customers", "email");
     CHECK(c && pv_rules_decide(c, mk)->consent_required);
     c = col(r, "support_tickets", "subject");
-    CHECK(c && pv_rules_decide(c, PV_PURPOSE_NONE)->action.kind ==
-                   PV_ACT_REDACT);
+    CHECK(c &&
+          pv_rules_decide(c, PV_PURPOSE_NONE)->action.kind == PV_ACT_REDACT);
     CHECK(pv_rules_table_find(r, "public", "orders") == NULL);
     CHECK(strcmp(r->source, "rules/examples/crm.yaml") == 0);
     pv_rules_free(r);
@@ -642,10 +647,10 @@ static void test_files(void) {
     CHECK_EQ(pv_rules_default_purpose(r, "crm_app"), PV_PURPOSE_NONE);
     /* every protected column: withhold by default */
     static const char *prot[][2] = {
-        {"customers", "full_name"}, {"customers", "email"},
-        {"customers", "phone"},     {"customers", "ssn"},
+        {"customers", "full_name"},  {"customers", "email"},
+        {"customers", "phone"},      {"customers", "ssn"},
         {"customers", "birth_date"}, {"customers", "street"},
-        {"customers", "notes"},     {"support_tickets", "body"}};
+        {"customers", "notes"},      {"support_tickets", "body"}};
     for (size_t i = 0; i < 8; i++) {
       const pv_rules_column_t *c = col(r, prot[i][0], prot[i][1]);
       CHECK(c != NULL);
@@ -653,14 +658,14 @@ static void test_files(void) {
         CHECK_EQ(pv_rules_decide(c, PV_PURPOSE_NONE)->action.kind,
                  PV_ACT_WITHHOLD);
     }
-    const pv_rules_decision_t *d = pv_rules_decide(col(r, "customers", "email"),
-                                                   mk);
+    const pv_rules_decision_t *d =
+        pv_rules_decide(col(r, "customers", "email"), mk);
     CHECK(d->action.kind == PV_ACT_HASH && d->consent_required &&
           d->otherwise.kind == PV_ACT_WITHHOLD);
     CHECK_EQ(pv_rules_decide(col(r, "customers", "ssn"), sp)->action.keep_last,
              4);
-    CHECK_EQ(pv_rules_decide(col(r, "customers", "phone"), mk)->action.keep_last,
-             2);
+    CHECK_EQ(
+        pv_rules_decide(col(r, "customers", "phone"), mk)->action.keep_last, 2);
     CHECK(col(r, "customers", "city") == NULL);
     CHECK(col(r, "customers", "id") == NULL);
     CHECK(pv_rules_table_find(r, "public", "orders") == NULL);
