@@ -381,7 +381,7 @@ def render(res, cfg):
     L = []
     L.append(f"# pgveil benchmark — {res['date']}")
     L.append("")
-    L.append(f"- command: `{res['command']}`")
+    L.append(f"- command: `{res['command']}` (git {os.environ.get('GIT_REV', '?')})")
     L.append(f"- machine: {m0['nproc']} CPUs, {m0['cpu']}, Linux {m0['kernel']}; "
              f"loadavg at start {m0['loadavg']}, at end {m1['loadavg']} "
              f"(client, proxies and PostgreSQL all share these CPUs)")
