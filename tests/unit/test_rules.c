@@ -683,6 +683,56 @@ static void test_files(void) {
   pv_rules_errors_free(e);
 }
 
+static void test_modes(void) {
+  const char *t = "version: 1\n"
+                  "purposes:\n"
+                  "  ads: { roles: [b, a], consent: opt_out, explain: none }\n"
+                  "consent: { table: s.c, subject_column: s, purpose_column: "
+                  "p, granted_column: g, max_staleness: 250ms, "
+                  "resync_interval: 2m, notify_channel: Chan }\n"
+                  "tables:\n"
+                  "  s.t:\n"
+                  "    subject: id\n"
+                  "    columns:\n"
+                  "      a: { ads: { action: hash, consent: none, filter: deny "
+                  "} }\n"
+                  "      b: { ads: { action: clear, consent: required, "
+                  "otherwise: clear } }\n"
+                  "      c: { default: { action: hash, filter: allow } }\n";
+  pv_rules_t *r = NULL;
+  pv_rules_errors_t *e = NULL;
+  CHECK_EQ(load(t, &r, &e), 0);
+  dump(e);
+  if (!r)
+    return;
+  CHECK_EQ(r->purposes[0].consent, PV_CONSENT_OPT_OUT);
+  CHECK_STR(pv_rules_consent_mode_name(r->purposes[0].consent), "opt_out");
+  CHECK_EQ(r->purposes[0].nroles, 2);
+  CHECK_STR(r->purposes[0].roles[0], "a"); /* sorted */
+  CHECK_EQ(r->consent.max_staleness_ms, 250);
+  CHECK_EQ(r->consent.resync_interval_ms, 120000);
+  CHECK_STR(r->consent.notify_channel, "chan");
+  const pv_rules_table_t *tb = pv_rules_table_find(r, "s", "t");
+  const pv_rules_decision_t *d =
+      pv_rules_decide(pv_rules_column_find(tb, "a"), 0);
+  CHECK(d->action.kind == PV_ACT_HASH && !d->consent_required &&
+        !d->filter_allow);
+  /* clear whatever the consent: clear, so filters are allowed */
+  d = pv_rules_decide(pv_rules_column_find(tb, "b"), 0);
+  CHECK(d->consent_required && pv_rules_decision_is_clear(d) &&
+        d->filter_allow);
+  d = pv_rules_decide(pv_rules_column_find(tb, "c"), PV_PURPOSE_NONE);
+  CHECK(d->action.kind == PV_ACT_HASH && d->filter_allow);
+  CHECK(pv_rules_decide(pv_rules_column_find(tb, "c"), 0) == d);
+  char sum[200];
+  CHECK(pv_rules_check_summary(r, sum, sizeof sum) > 0);
+  CHECK(strncmp(sum,
+                "rules OK: 1 purpose, 1 table, 3 columns, consent from "
+                "s.c (max staleness 250 ms)",
+                60) == 0);
+  pv_rules_free(r);
+}
+
 int main(void) {
   RUN(test_example_decisions);
   RUN(test_fingerprint);
@@ -698,5 +748,6 @@ int main(void) {
   RUN(test_error_cap);
   RUN(test_limits);
   RUN(test_files);
+  RUN(test_modes);
   return check_exit("test_rules");
 }
