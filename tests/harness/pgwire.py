@@ -50,8 +50,8 @@ def msg(tag, payload=b""):
     return tag + struct.pack("!I", len(payload) + 4) + payload
 
 
-def startup(user, database=None, **params):
-    body = struct.pack("!I", PROTO_3_0)
+def startup(user, database=None, version=PROTO_3_0, **params):
+    body = struct.pack("!I", version)
     kv = {"user": user}
     if database:
         kv["database"] = database

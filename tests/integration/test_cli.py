@@ -114,12 +114,29 @@ def sigterm_and_wait(proxy, limit):
 
 def test_sigterm_idle(start_pgveil):
     proxy = start_pgveil(["--passthrough", "--shutdown-timeout", "3"])
+    with pgwire.connect(proxy.host, proxy.port) as c:  # fully up, then no clients
+        assert c.simple("SELECT 1").rows() == [[b"1"]]
     rc, elapsed = sigterm_and_wait(proxy, 6)
     assert rc == 0, (rc, proxy.logs())
     assert elapsed < 3.5
     # the listening port is closed
     with pytest.raises(OSError):
         socket.create_connection((proxy.host, proxy.port), timeout=1).close()
+
+
+def test_sigterm_right_after_listening(pg):
+    """Ready means "the port accepts connections": a SIGTERM from then on is
+    a clean shutdown (exit 0), never death by the default signal action."""
+    from pgserver import Pgveil
+    for i in range(10):
+        proxy = Pgveil(pg.addr, ["--passthrough"])
+        try:
+            proxy.start()
+            rc, elapsed = sigterm_and_wait(proxy, 6)
+            assert rc == 0, "attempt %d: exit %r (-15 = killed by SIGTERM before handling it)\n%s" % (
+                i, rc, proxy.logs())
+        finally:
+            proxy.cleanup()
 
 
 def test_sigterm_with_idle_client(start_pgveil):

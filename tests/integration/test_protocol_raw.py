@@ -100,6 +100,29 @@ def test_libpq_sslmode_prefer_and_gssencmode(pgveil):
         assert v.pgconn.ssl_in_use is False
 
 
+def test_negotiate_protocol_version(pgveil):
+    """A 3.2 client with an unknown _pq_ option: the server's
+    NegotiateProtocolVersion reaches the client and the session works."""
+    c = pgwire.Conn(pgveil.host, pgveil.port)
+    try:
+        params = {"_pq_.pgveil_test": "1"}
+        c.send(pgwire.startup("postgres", "test", version=(3 << 16) | 2, **params))
+        seen = []
+        while True:
+            tag, payload = c.read_msg()
+            seen.append(tag)
+            if tag == b"v":
+                newest, n = struct.unpack_from("!Ii", payload)
+                assert newest >> 16 == 3 and n == 1
+                assert payload[8:].rstrip(b"\0") == b"_pq_.pgveil_test"
+            if tag in (b"Z", b"E"):
+                break
+        assert b"v" in seen and seen[-1] == b"Z", seen
+        assert c.simple(Q).rows() == EXPECT
+    finally:
+        c.close()
+
+
 def test_terminate_message(pgveil):
     c = pgwire.connect(pgveil.host, pgveil.port)
     c.send(pgwire.terminate())
