@@ -14,6 +14,7 @@
 #   IDLE_CONNS   idle client connections per proxy (1000)
 #   WORKERS      pgveil --workers (2)
 #   PGVEIL_BIN   pgveil binary (bin/pgveil); skipped with a note when missing
+#   PGVEIL_ARGS  extra pgveil arguments, e.g. "--read-buffer-bytes 4096" (none)
 #   PGBIN        PostgreSQL binaries (/usr/lib/postgresql/15/bin)
 #   PGBOUNCER    pgbouncer binary (/usr/sbin/pgbouncer)
 #   OUT_DIR      where latest.md and raw data go (bench/out)
@@ -25,8 +26,8 @@ PY=${PYTHON:-/usr/bin/python3}
 
 # The command line as the user gave it (their overrides), for the report.
 BENCH_CMD=
-for v in DURATION ROUNDS CLIENTS JOBS SCALE SELECT_REPS SELECT_ROWS IDLE_CONNS WORKERS; do
-  [ -n "${!v:-}" ] && BENCH_CMD+="$v=${!v} "
+for v in DURATION ROUNDS CLIENTS JOBS SCALE SELECT_REPS SELECT_ROWS IDLE_CONNS WORKERS PGVEIL_ARGS; do
+  [ -n "${!v:-}" ] && BENCH_CMD+="$v=${!v@Q} "
 done
 BENCH_CMD+="bench/run.sh"
 
@@ -171,9 +172,9 @@ TARGETS="direct:$PGPORT:$PG_PID,pgbouncer:$BOUNCER_PORT:$BOUNCER_PID"
 VEIL_NOTE=
 if [ -x "$PGVEIL_BIN" ]; then
   VEIL_PORT=$(free_port)
-  log "starting pgveil --passthrough --workers $WORKERS on 127.0.0.1:$VEIL_PORT"
+  log "starting pgveil --passthrough --workers $WORKERS ${PGVEIL_ARGS:-}on 127.0.0.1:$VEIL_PORT"
   "$PGVEIL_BIN" --listen "127.0.0.1:$VEIL_PORT" --upstream "127.0.0.1:$PGPORT" \
-    --passthrough --workers "$WORKERS" >"$TMP/pgveil.log" 2>&1 &
+    --passthrough --workers "$WORKERS" ${PGVEIL_ARGS:-} >"$TMP/pgveil.log" 2>&1 &
   VEIL_PID=$!
   wait_port "$VEIL_PORT" "$VEIL_PID" pgveil
   TARGETS="$TARGETS,pgveil:$VEIL_PORT:$VEIL_PID"
