@@ -8,7 +8,6 @@
 #include <openssl/crypto.h>
 
 #define UUID_TEXT_LEN 36
-#define NUMERIC_BIN_MAX (8 + 2 * (6 + 32768 + 1)) /* see mask_num.c */
 
 typedef enum {
   TC_OTHER = 0,
@@ -137,9 +136,8 @@ size_t pv_mask_out_max(const pv_action_t *a, uint32_t type_oid,
     return 3 + 6 * (size_t)a->redact_len;
   case TC_INT:
     return 24;
-  case TC_NUMERIC: /* text: one more digit than I + N's digits; binary:
-                      the work area of mask_num.c */
-    return (len + 24 > NUMERIC_BIN_MAX ? len + 24 : NUMERIC_BIN_MAX);
+  case TC_NUMERIC: /* NUMERIC_GROWTH in mask_num.c */
+    return len + 24;
   case TC_DATE:
   case TC_TIMESTAMP:
     return len + 64;

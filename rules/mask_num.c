@@ -15,6 +15,7 @@
 #define NBASE 10000
 #define CARRY_DIGITS 20 /* room above the integer part for + N (< 10^19) */
 #define CARRY_GROUPS 6  /* the same in base-10000 groups */
+#define NUMERIC_GROWTH 24 /* bytes an output may exceed its input by */
 
 typedef struct {
   unsigned bits;
@@ -265,9 +266,18 @@ static int64_t numeric_bin(const pv_action_t *a, int32_t typmod,
   for (size_t j = 0; j < G; j++)
     r = mod_step(r, j < nd ? get16(dg + 2 * j) : 0, NBASE, n);
 
-  /* Work area after the header: CARRY_GROUPS zero groups, then the G
-   * integer groups; slot i has exponent (CARRY_GROUPS + G - 1 - i). */
-  size_t slots = CARRY_GROUPS + G;
+  bool neg = sign == NUMERIC_NEG;
+  bool add_n = neg && (r != 0 || frac_nonzero);
+  bool changes = r != 0 || add_n;
+  /* Work area after the header: CARRY_GROUPS zero groups, then the
+   * integer groups; slot i has exponent (CARRY_GROUPS + G - 1 - i). The
+   * implicit zero groups below the stored digits are materialized only
+   * when the arithmetic reaches them; a result that would outgrow the
+   * input by more than NUMERIC_GROWTH bytes (a value >= 10^24 stored with
+   * few digits) is withheld, so pv_mask_out_max stays len-bound. */
+  size_t slots = CARRY_GROUPS + (changes || G < nd ? G : nd);
+  if (8 + 2 * slots > len + NUMERIC_GROWTH)
+    return PV_MASK_NULL;
   if (o->n > o->cap || o->cap - o->n < 8 + 2 * slots)
     return PV_ELIMIT;
   uint8_t *hdr = o->p + o->n, *ws = hdr + 8;
@@ -275,8 +285,6 @@ static int64_t numeric_bin(const pv_action_t *a, int32_t typmod,
     size_t j = i - CARRY_GROUPS;
     set16(ws + 2 * i, i >= CARRY_GROUPS && j < nd ? get16(dg + 2 * j) : 0);
   }
-  bool neg = sign == NUMERIC_NEG;
-  bool add_n = neg && (r != 0 || frac_nonzero);
   int borrow = 0;
   for (size_t i = slots; i > 0 && (r || borrow); i--) {
     int g = (int)get16(ws + 2 * (i - 1)) - (int)(r % NBASE) - borrow;
@@ -300,7 +308,7 @@ static int64_t numeric_bin(const pv_action_t *a, int32_t typmod,
   unsigned rnd = 0, rsign = NUMERIC_POS;
   int rweight = 0;
   if (e > s) {
-    long wgt = (long)slots - 1 - (long)s;
+    long wgt = (long)(CARRY_GROUPS + G) - 1 - (long)s;
     long idigits = group_digits(get16(ws + 2 * s)) + 4 * wgt;
     if (wgt > INT16_MAX || idigits > numeric_int_digits(typmod))
       return PV_MASK_NULL; /* no longer fits the type or numeric(p,s) */

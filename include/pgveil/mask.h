@@ -66,7 +66,10 @@
  *              dscale) with zero fraction digits; NaN and +-Infinity stay. A
  *              result outside the type's range is clamped to the type's
  *              minimum (integers); a numeric result that no longer fits the
- *              column's numeric(p,s) is withheld.
+ *              column's numeric(p,s) is withheld, and so is a binary
+ *              numeric whose bucket would be more than 24 bytes longer than
+ *              the value (>= 10^24 stored with few digits, e.g. 1e30 with
+ *              bucket=7: binary numeric has no sparse form).
  *  generalize(zip3)
  *              text-like: the first 3 characters stay, every later ASCII
  *              letter or digit and every non-ASCII character becomes '*',
