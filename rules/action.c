@@ -27,9 +27,9 @@ typedef struct {
   size_t off;        /* where the value starts */
   const char *ident; /* VAL_IDENT: points into spec */
   size_t ident_len;
-  int64_t num;                    /* VAL_INT */
-  char str[PV_REDACT_MAX + 2];    /* VAL_STRING, NUL-terminated */
-  size_t str_len;                 /* may exceed PV_REDACT_MAX: too long */
+  int64_t num;                 /* VAL_INT */
+  char str[PV_REDACT_MAX + 2]; /* VAL_STRING, NUL-terminated */
+  size_t str_len;              /* may exceed PV_REDACT_MAX: too long */
 } val_t;
 
 static const char *const kind_names[] = {
@@ -40,7 +40,7 @@ static const char *const kind_names[] = {
 };
 
 static const char *const gen_names[] = {
-    [PV_GEN_YEAR] = "year",   [PV_GEN_MONTH] = "month",
+    [PV_GEN_YEAR] = "year",     [PV_GEN_MONTH] = "month",
     [PV_GEN_DECADE] = "decade", [PV_GEN_ZIP3] = "zip3",
     [PV_GEN_BUCKET] = "bucket",
 };
@@ -161,8 +161,8 @@ static int read_string(pstate_t *p, val_t *v) {
       return fail(p, p->pos,
                   "control character in string: expected printable text");
     } else if (c >= 0x80) {
-      size_t n = utf8_seq((const unsigned char *)p->s + p->pos,
-                          p->len - p->pos);
+      size_t n =
+          utf8_seq((const unsigned char *)p->s + p->pos, p->len - p->pos);
       if (n == 0)
         return fail(p, p->pos, "invalid UTF-8 in string");
       for (size_t i = 0; i < n; i++, p->pos++)
@@ -252,8 +252,8 @@ static int set_keep(pstate_t *p, const val_t *v, const char *what,
   return PV_OK;
 }
 
-static int set_char(pstate_t *p, const val_t *v, pv_action_t *a,
-                    argstate_t *st, size_t key_off) {
+static int set_char(pstate_t *p, const val_t *v, pv_action_t *a, argstate_t *st,
+                    size_t key_off) {
   if (st->seen_char)
     return fail(p, key_off, "char given twice");
   st->seen_char = true;
@@ -279,8 +279,9 @@ static int arg_mask(pstate_t *p, const char *key, size_t klen, size_t key_off,
     case 2:
       return set_char(p, v, a, st, v->off);
     default:
-      return fail(p, v->off, "too many arguments: mask takes keep_first, "
-                             "keep_last and char");
+      return fail(p, v->off,
+                  "too many arguments: mask takes keep_first, "
+                  "keep_last and char");
     }
   }
   if (ident_is(key, klen, "keep_first"))
@@ -300,8 +301,7 @@ static int arg_generalize(pstate_t *p, const char *key, size_t klen,
                           size_t key_off, const val_t *v, pv_action_t *a,
                           argstate_t *st) {
   if (st->seen_gen)
-    return fail(p, key ? key_off : v->off,
-                "generalize takes one argument");
+    return fail(p, key ? key_off : v->off, "generalize takes one argument");
   st->seen_gen = true;
   if (key) {
     if (!ident_is(key, klen, "bucket"))
@@ -341,8 +341,9 @@ static int arg_one(pstate_t *p, const char *key, size_t klen, size_t key_off,
     if (st->positional++ > 0)
       return fail(p, v->off, "too many arguments: redact takes one constant");
     if (v->kind != VAL_STRING)
-      return fail(p, v->off, "bad value: expected a quoted string, e.g. "
-                             "redact('[redacted]')");
+      return fail(p, v->off,
+                  "bad value: expected a quoted string, e.g. "
+                  "redact('[redacted]')");
     if (v->str_len > PV_REDACT_MAX)
       return fail(p, v->off, "redact constant too long: at most %d bytes",
                   PV_REDACT_MAX);
@@ -528,8 +529,9 @@ size_t pv_action_format(const pv_action_t *a, char *out, size_t cap) {
     put(out, cap, &n, "(hex)", 5);
     break;
   case PV_ACT_MASK:
-    snprintf(num, sizeof num, "(keep_first=%u, keep_last=%u, char=",
-             (unsigned)a->keep_first, (unsigned)a->keep_last);
+    snprintf(num, sizeof num,
+             "(keep_first=%u, keep_last=%u, char=", (unsigned)a->keep_first,
+             (unsigned)a->keep_last);
     put(out, cap, &n, num, strlen(num));
     put_quoted(out, cap, &n, &a->mask_char, 1);
     put(out, cap, &n, ")", 1);

@@ -11,13 +11,13 @@
 
 typedef enum {
   TC_OTHER = 0,
-  TC_TEXT,     /* text, varchar, bpchar, name */
-  TC_INT,      /* int2, int4, int8 */
+  TC_TEXT, /* text, varchar, bpchar, name */
+  TC_INT,  /* int2, int4, int8 */
   TC_NUMERIC,
-  TC_DATE,     /* date */
+  TC_DATE,      /* date */
   TC_TIMESTAMP, /* timestamp, timestamptz */
   TC_UUID,
-  TC_JSON,     /* json, jsonb */
+  TC_JSON, /* json, jsonb */
 } tclass_t;
 
 static tclass_t type_class(uint32_t oid) {
@@ -123,8 +123,8 @@ static size_t text_out_max(const pv_action_t *a, uint32_t oid, int32_t typmod,
   return body + pad;
 }
 
-size_t pv_mask_out_max(const pv_action_t *a, uint32_t type_oid,
-                       int32_t typmod, size_t len) {
+size_t pv_mask_out_max(const pv_action_t *a, uint32_t type_oid, int32_t typmod,
+                       size_t len) {
   if (!a || a->kind == PV_ACT_WITHHOLD || !pv_mask_fits(a, type_oid, typmod))
     return 0;
   if (a->kind == PV_ACT_CLEAR)
@@ -216,9 +216,9 @@ int64_t pv__mask_uuid(const pv_action_t *a, const pv_mask_key_t *k,
 }
 
 int64_t pv_mask_apply(const pv_action_t *a, const pv_mask_key_t *key,
-                      const char *column_id, uint32_t type_oid,
-                      int32_t typmod, int16_t format, const uint8_t *val,
-                      size_t len, uint8_t *out, size_t cap) {
+                      const char *column_id, uint32_t type_oid, int32_t typmod,
+                      int16_t format, const uint8_t *val, size_t len,
+                      uint8_t *out, size_t cap) {
   static const uint8_t empty[1] = {0};
   if (!a || (!val && len) || (!out && cap) || (format != 0 && format != 1))
     return PV_EINVAL;
@@ -248,8 +248,7 @@ int64_t pv_mask_apply(const pv_action_t *a, const pv_mask_key_t *key,
     return pv__mask_numeric(a, typmod, format, val, len, &o);
   case TC_DATE:
   case TC_TIMESTAMP:
-    return pv__mask_datetime(a, key, column_id, type_oid, format, val, len,
-                             &o);
+    return pv__mask_datetime(a, key, column_id, type_oid, format, val, len, &o);
   case TC_UUID:
     return pv__mask_uuid(a, key, column_id, format, val, len, &o);
   default:

@@ -21,9 +21,9 @@
 
 /* Domain-separation tags: the first byte hashed for each use of the key. */
 enum {
-  MK_TAG_TEXT = 'F',   /* format-preserving text */
-  MK_TAG_HEX = 'X',    /* hash(hex) */
-  MK_TAG_INT = 'I',    /* integer permutation round */
+  MK_TAG_TEXT = 'F', /* format-preserving text */
+  MK_TAG_HEX = 'X',  /* hash(hex) */
+  MK_TAG_INT = 'I',  /* integer permutation round */
   MK_TAG_UUID = 'U',
   MK_TAG_DATE = 'D',
   MK_TAG_EXPAND = 'E', /* byte stream block */
@@ -112,8 +112,8 @@ static inline void pv__put_be32(uint8_t *p, uint32_t v) {
 int64_t pv__mask_text(const pv_action_t *a, const pv_mask_key_t *k,
                       const char *col, uint32_t oid, int32_t typmod,
                       const uint8_t *val, size_t len, pv__out_t *o);
-int64_t pv__mask_json_redact(const pv_action_t *a, uint32_t oid,
-                             int16_t format, pv__out_t *o);
+int64_t pv__mask_json_redact(const pv_action_t *a, uint32_t oid, int16_t format,
+                             pv__out_t *o);
 int64_t pv__mask_int(const pv_action_t *a, const pv_mask_key_t *k,
                      const char *col, uint32_t oid, int16_t format,
                      const uint8_t *val, size_t len, pv__out_t *o);

@@ -13,8 +13,8 @@
 #define NUMERIC_NINF 0xF000
 #define NUMERIC_DSCALE_MASK 0x3FFF
 #define NBASE 10000
-#define CARRY_DIGITS 20 /* room above the integer part for + N (< 10^19) */
-#define CARRY_GROUPS 6  /* the same in base-10000 groups */
+#define CARRY_DIGITS 20   /* room above the integer part for + N (< 10^19) */
+#define CARRY_GROUPS 6    /* the same in base-10000 groups */
 #define NUMERIC_GROWTH 24 /* bytes an output may exceed its input by */
 
 typedef struct {
@@ -327,8 +327,7 @@ static int64_t numeric_bin(const pv_action_t *a, int32_t typmod,
 
 int64_t pv__mask_numeric(const pv_action_t *a, int32_t typmod, int16_t format,
                          const uint8_t *val, size_t len, pv__out_t *o) {
-  if (a->kind != PV_ACT_GENERALIZE || a->gen != PV_GEN_BUCKET ||
-      a->bucket <= 0)
+  if (a->kind != PV_ACT_GENERALIZE || a->gen != PV_GEN_BUCKET || a->bucket <= 0)
     return PV_MASK_NULL;
   return format == 0 ? numeric_text(a, typmod, val, len, o)
                      : numeric_bin(a, typmod, val, len, o);

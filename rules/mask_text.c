@@ -95,8 +95,8 @@ static int64_t tw_finish(tw_t *w) {
   return pv__out_result(w->o);
 }
 
-static void hash_text(const pv_mask_key_t *k, const char *col,
-                      const uint8_t *v, size_t len, tw_t *w) {
+static void hash_text(const pv_mask_key_t *k, const char *col, const uint8_t *v,
+                      size_t len, tw_t *w) {
   pv__hmac_t h;
   uint8_t seed[32];
   pv__stream_t st;
@@ -123,8 +123,8 @@ static void hash_text(const pv_mask_key_t *k, const char *col,
   pv__stream_wipe(&st);
 }
 
-static void hash_hex(const pv_mask_key_t *k, const char *col,
-                     const uint8_t *v, size_t len, tw_t *w) {
+static void hash_hex(const pv_mask_key_t *k, const char *col, const uint8_t *v,
+                     size_t len, tw_t *w) {
   static const char hex[] = "0123456789abcdef";
   pv__hmac_t h;
   uint8_t mac[32];
@@ -237,8 +237,8 @@ int64_t pv__mask_text(const pv_action_t *a, const pv_mask_key_t *k,
 
 /* json/jsonb: the constant as a JSON string; jsonb's binary form is a
  * version byte (1) then the text. */
-int64_t pv__mask_json_redact(const pv_action_t *a, uint32_t oid,
-                             int16_t format, pv__out_t *o) {
+int64_t pv__mask_json_redact(const pv_action_t *a, uint32_t oid, int16_t format,
+                             pv__out_t *o) {
   if (oid == PV_OID_JSONB && format == 1)
     pv__putc(o, 1);
   pv__putc(o, '"');
@@ -249,8 +249,8 @@ int64_t pv__mask_json_redact(const pv_action_t *a, uint32_t oid,
       pv__putc(o, c);
     } else if (c < 0x20) { /* the parser refuses these; stay valid anyway */
       static const char hex[] = "0123456789abcdef";
-      uint8_t esc[6] = {'\\', 'u', '0', '0', (uint8_t)hex[c >> 4],
-                        (uint8_t)hex[c & 15]};
+      uint8_t esc[6] = {
+          '\\', 'u', '0', '0', (uint8_t)hex[c >> 4], (uint8_t)hex[c & 15]};
       pv__put(o, esc, sizeof esc);
     } else {
       pv__putc(o, c);

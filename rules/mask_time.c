@@ -8,8 +8,8 @@
 
 #include <openssl/crypto.h>
 
-#define POSTGRES_EPOCH_JDATE 2451545 /* date2j(2000, 1, 1) */
-#define DATE_END_JULIAN 2147483494   /* date2j(5874898, 1, 1) */
+#define POSTGRES_EPOCH_JDATE 2451545   /* date2j(2000, 1, 1) */
+#define DATE_END_JULIAN 2147483494     /* date2j(5874898, 1, 1) */
 #define TIMESTAMP_END_JULIAN 109203528 /* date2j(294277, 1, 1) */
 #define USECS_PER_DAY INT64_C(86400000000)
 #define MIN_TIMESTAMP INT64_C(-211813488000000000) /* julian day 0 */
@@ -78,11 +78,11 @@ static int generalize_jd(int jd, pv_generalize_t g) {
 
 /* A parsed ISO text value. */
 typedef struct {
-  int jd;          /* julian day of the date part */
-  bool infinite;   /* "infinity" / "-infinity": kept as is */
+  int jd;        /* julian day of the date part */
+  bool infinite; /* "infinity" / "-infinity": kept as is */
   bool neg_inf;
-  size_t tz_off;   /* where the UTC offset starts in the text */
-  size_t tz_len;   /* timestamptz: "+02", "-03:30", "+00:53:28" */
+  size_t tz_off; /* where the UTC offset starts in the text */
+  size_t tz_len; /* timestamptz: "+02", "-03:30", "+00:53:28" */
 } isotext_t;
 
 static bool digits(const uint8_t *s, size_t n, size_t at, size_t cnt,
@@ -106,8 +106,8 @@ static bool lit(const uint8_t *s, size_t n, size_t at, const char *w) {
 
 /* "YYYY-MM-DD" (4 to 7 year digits). OUT: y/m/d as written (BC applied
  * later), *pos after them. */
-static bool parse_ymd(const uint8_t *s, size_t n, size_t *pos, int *y,
-                      int *m, int *d) {
+static bool parse_ymd(const uint8_t *s, size_t n, size_t *pos, int *y, int *m,
+                      int *d) {
   size_t yl = 0;
   while (yl < n && s[yl] >= '0' && s[yl] <= '9')
     yl++;
@@ -159,8 +159,7 @@ static bool parse_tz(const uint8_t *s, size_t n, size_t *pos) {
   return true;
 }
 
-static int parse_iso(const uint8_t *s, size_t n, uint32_t oid,
-                     isotext_t *t) {
+static int parse_iso(const uint8_t *s, size_t n, uint32_t oid, isotext_t *t) {
   memset(t, 0, sizeof *t);
   if ((n == 8 && memcmp(s, "infinity", 8) == 0) ||
       (n == 9 && memcmp(s, "-infinity", 9) == 0)) {
@@ -190,8 +189,8 @@ static int parse_iso(const uint8_t *s, size_t n, uint32_t oid,
   if (d > days_in_month(y, m))
     return PV_EPROTO;
   t->jd = date2j(y, m, d);
-  if (t->jd < 0 || t->jd >= (oid == PV_OID_DATE ? DATE_END_JULIAN
-                                                 : TIMESTAMP_END_JULIAN))
+  if (t->jd < 0 ||
+      t->jd >= (oid == PV_OID_DATE ? DATE_END_JULIAN : TIMESTAMP_END_JULIAN))
     return PV_EPROTO;
   return PV_OK;
 }
@@ -253,8 +252,8 @@ static int64_t put_bin(uint32_t oid, int jd, pv__out_t *o) {
     pv__put_be32(b, (uint32_t)(int32_t)(jd - POSTGRES_EPOCH_JDATE));
     pv__put(o, b, 4);
   } else {
-    uint64_t us = (uint64_t)((int64_t)(jd - POSTGRES_EPOCH_JDATE) *
-                             USECS_PER_DAY);
+    uint64_t us =
+        (uint64_t)((int64_t)(jd - POSTGRES_EPOCH_JDATE) * USECS_PER_DAY);
     pv__put_be32(b, (uint32_t)(us >> 32));
     pv__put_be32(b + 4, (uint32_t)us);
     pv__put(o, b, 8);
@@ -279,8 +278,8 @@ static int hash_jd(const pv_mask_key_t *k, const char *col, int32_t days) {
 }
 
 static int64_t datetime_text(const pv_action_t *a, const pv_mask_key_t *k,
-                             const char *col, uint32_t oid,
-                             const uint8_t *val, size_t len, pv__out_t *o) {
+                             const char *col, uint32_t oid, const uint8_t *val,
+                             size_t len, pv__out_t *o) {
   isotext_t t;
   int rc = parse_iso(val, len, oid, &t);
   if (rc < 0)
@@ -294,8 +293,7 @@ static int64_t datetime_text(const pv_action_t *a, const pv_mask_key_t *k,
     pv__put(o, val, len);
     return pv__out_result(o);
   }
-  return put_iso(generalize_jd(t.jd, a->gen), oid, val + t.tz_off, t.tz_len,
-                 o);
+  return put_iso(generalize_jd(t.jd, a->gen), oid, val + t.tz_off, t.tz_len, o);
 }
 
 static int64_t datetime_bin(const pv_action_t *a, const pv_mask_key_t *k,

@@ -148,8 +148,8 @@ bool pv_mask_fits(const pv_action_t *a, uint32_t type_oid, int32_t typmod);
 
 /* An upper bound of pv_mask_apply's output for an input of len bytes: a
  * scratch buffer this large never gets PV_ELIMIT. */
-size_t pv_mask_out_max(const pv_action_t *a, uint32_t type_oid,
-                       int32_t typmod, size_t len);
+size_t pv_mask_out_max(const pv_action_t *a, uint32_t type_oid, int32_t typmod,
+                       size_t len);
 
 /* Applies action a to one non-NULL field value val[0..len) of a column of
  * type type_oid/typmod sent in format (0 text, 1 binary). NULL fields stay

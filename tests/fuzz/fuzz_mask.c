@@ -34,11 +34,11 @@ static const char *const SPECS[] = {
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 
 static const uint32_t TYPES[] = {
-    PV_OID_TEXT,      PV_OID_VARCHAR,     PV_OID_BPCHAR, PV_OID_NAME,
-    PV_OID_INT2,      PV_OID_INT4,        PV_OID_INT8,   PV_OID_NUMERIC,
-    PV_OID_DATE,      PV_OID_TIMESTAMP,   PV_OID_TIMESTAMPTZ,
-    PV_OID_UUID,      PV_OID_JSON,        PV_OID_JSONB,  PV_OID_BOOL,
-    PV_OID_BYTEA,     PV_OID_FLOAT8,
+    PV_OID_TEXT,   PV_OID_VARCHAR,   PV_OID_BPCHAR,      PV_OID_NAME,
+    PV_OID_INT2,   PV_OID_INT4,      PV_OID_INT8,        PV_OID_NUMERIC,
+    PV_OID_DATE,   PV_OID_TIMESTAMP, PV_OID_TIMESTAMPTZ, PV_OID_UUID,
+    PV_OID_JSON,   PV_OID_JSONB,     PV_OID_BOOL,        PV_OID_BYTEA,
+    PV_OID_FLOAT8,
 };
 #define NTYPES (sizeof TYPES / sizeof TYPES[0])
 
@@ -219,8 +219,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r == PV_ELIMIT && cap >= max)
     FAIL("PV_ELIMIT with cap %zu >= out_max %zu", cap, max);
   /* With out_max, never PV_ELIMIT, and the same answer (deterministic). */
-  int64_t r2 =
-      pv_mask_apply(&a, k, col, oid, typmod, fmt, val, len, out2, max);
+  int64_t r2 = pv_mask_apply(&a, k, col, oid, typmod, fmt, val, len, out2, max);
   if (r2 == PV_ELIMIT)
     FAIL("PV_ELIMIT at out_max %zu", max);
   if (r != PV_ELIMIT && (r2 != r || (r > 0 && memcmp(out, out2, (size_t)r))))

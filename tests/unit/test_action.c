@@ -190,8 +190,7 @@ static void test_embedded_nul_and_len(void) {
   CHECK_EQ(off, 4);
   /* A tiny error buffer still works and stays terminated. */
   char tiny[4];
-  CHECK_EQ(pv_action_parse("nope", 4, &a, tiny, sizeof tiny, &off),
-           PV_ESYNTAX);
+  CHECK_EQ(pv_action_parse("nope", 4, &a, tiny, sizeof tiny, &off), PV_ESYNTAX);
   CHECK_EQ(strlen(tiny), 3);
   CHECK_EQ(pv_action_parse("nope", 4, &a, NULL, 0, NULL), PV_ESYNTAX);
 }

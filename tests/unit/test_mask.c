@@ -108,7 +108,8 @@ static void civil(int64_t pgd, int64_t *y, unsigned *m, unsigned *d) {
 static bool numeric_bin_to_text(const uint8_t *b, size_t len, char *out) {
   if (len < 8)
     return false;
-  unsigned nd = (unsigned)be(b, 2) & 0xffff, sign = (unsigned)be(b + 4, 2) & 0xffff;
+  unsigned nd = (unsigned)be(b, 2) & 0xffff,
+           sign = (unsigned)be(b + 4, 2) & 0xffff;
   int weight = (int)be(b + 2, 2);
   unsigned dscale = (unsigned)be(b + 6, 2) & 0xffff;
   if (len != 8 + 2 * nd || dscale > 0x3fff)
@@ -133,7 +134,8 @@ static bool numeric_bin_to_text(const uint8_t *b, size_t len, char *out) {
     *p++ = '0';
   } else {
     for (int g = 0; g <= weight; g++) {
-      unsigned v = (unsigned)g < nd ? (unsigned)be(b + 8 + 2 * g, 2) & 0xffff : 0;
+      unsigned v =
+          (unsigned)g < nd ? (unsigned)be(b + 8 + 2 * g, 2) & 0xffff : 0;
       p += sprintf(p, g == 0 ? "%u" : "%04u", v);
     }
   }
@@ -174,8 +176,9 @@ static size_t numeric_text_to_bin(const char *s, uint8_t *b) {
   int weight = (int)((il + lpad) / 4) - 1;
   unsigned groups[128], ng = (unsigned)(n / 4);
   for (unsigned g = 0; g < ng; g++)
-    groups[g] = (unsigned)((dig[4 * g] - '0') * 1000 + (dig[4 * g + 1] - '0') * 100 +
-                           (dig[4 * g + 2] - '0') * 10 + (dig[4 * g + 3] - '0'));
+    groups[g] =
+        (unsigned)((dig[4 * g] - '0') * 1000 + (dig[4 * g + 1] - '0') * 100 +
+                   (dig[4 * g + 2] - '0') * 10 + (dig[4 * g + 3] - '0'));
   unsigned s0 = 0, e = ng;
   while (s0 < ng && groups[s0] == 0) {
     s0++;
@@ -239,8 +242,8 @@ static void test_key_derive(void) {
   pv_mask_key_dispose(&k);
   uint8_t out[64];
   pv_action_t a = act("hash");
-  CHECK_EQ(pv_mask_apply(&a, &k, "c", PV_OID_TEXT, -1, 0,
-                         (const uint8_t *)"x", 1, out, sizeof out),
+  CHECK_EQ(pv_mask_apply(&a, &k, "c", PV_OID_TEXT, -1, 0, (const uint8_t *)"x",
+                         1, out, sizeof out),
            PV_EINVAL);
   CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_TEXT, -1, 0,
                          (const uint8_t *)"x", 1, out, sizeof out),
@@ -258,15 +261,24 @@ typedef struct {
 } tname_t;
 
 static const tname_t TYPES[] = {
-    {PV_OID_TEXT, "text"},       {PV_OID_VARCHAR, "varchar"},
-    {PV_OID_BPCHAR, "bpchar"},   {PV_OID_NAME, "name"},
-    {PV_OID_INT2, "int2"},       {PV_OID_INT4, "int4"},
-    {PV_OID_INT8, "int8"},       {PV_OID_NUMERIC, "numeric"},
-    {PV_OID_DATE, "date"},       {PV_OID_TIMESTAMP, "timestamp"},
-    {PV_OID_TIMESTAMPTZ, "tstz"}, {PV_OID_UUID, "uuid"},
-    {PV_OID_BYTEA, "bytea"},     {PV_OID_BOOL, "bool"},
-    {PV_OID_FLOAT4, "float4"},   {PV_OID_FLOAT8, "float8"},
-    {PV_OID_JSON, "json"},       {PV_OID_JSONB, "jsonb"},
+    {PV_OID_TEXT, "text"},
+    {PV_OID_VARCHAR, "varchar"},
+    {PV_OID_BPCHAR, "bpchar"},
+    {PV_OID_NAME, "name"},
+    {PV_OID_INT2, "int2"},
+    {PV_OID_INT4, "int4"},
+    {PV_OID_INT8, "int8"},
+    {PV_OID_NUMERIC, "numeric"},
+    {PV_OID_DATE, "date"},
+    {PV_OID_TIMESTAMP, "timestamp"},
+    {PV_OID_TIMESTAMPTZ, "tstz"},
+    {PV_OID_UUID, "uuid"},
+    {PV_OID_BYTEA, "bytea"},
+    {PV_OID_BOOL, "bool"},
+    {PV_OID_FLOAT4, "float4"},
+    {PV_OID_FLOAT8, "float8"},
+    {PV_OID_JSON, "json"},
+    {PV_OID_JSONB, "jsonb"},
     {600, "point"},
 };
 #define NTYPES (sizeof TYPES / sizeof TYPES[0])
@@ -276,7 +288,9 @@ static const struct {
   const char *spec;
   const char *fits;
 } FITS[] = {
-    /*                          t v b n 2 4 8 N d s z u y B f F j J p */
+    /* Columns in TYPES order: text varchar bpchar name int2 int4 int8
+     * numeric date timestamp tstz uuid bytea bool float4 float8 json jsonb
+     * point. */
     {"clear", /*            */ "xxxxxxxxxxxxxxxxxxx"},
     {"withhold", /*         */ "xxxxxxxxxxxxxxxxxxx"},
     {"redact('x')", /*      */ "xxxx............xx."},
@@ -309,8 +323,7 @@ static void test_fits_matrix(void) {
                                (const uint8_t *)"1", 1, out, sizeof out),
                  PV_MASK_NULL);
         CHECK_EQ(pv_mask_apply(&a, &K, "c", TYPES[t].oid, -1, 1,
-                               (const uint8_t *)"\0\0\0\1", 4, out,
-                               sizeof out),
+                               (const uint8_t *)"\0\0\0\1", 4, out, sizeof out),
                  PV_MASK_NULL);
       }
     }
@@ -349,8 +362,7 @@ static void test_clear_withhold(void) {
 
 static void test_redact(void) {
   CHECK_STR(tx("redact('[hidden]')", PV_OID_TEXT, -1, "alice"), "[hidden]");
-  CHECK_STR(tx("redact('[hidden]')", PV_OID_VARCHAR, 4 + 5, "alice"),
-            "[hidd");
+  CHECK_STR(tx("redact('[hidden]')", PV_OID_VARCHAR, 4 + 5, "alice"), "[hidd");
   CHECK_STR(tx("redact('x')", PV_OID_BPCHAR, 4 + 4, "abcd"), "x   ");
   CHECK_STR(tx("redact('caf\xc3\xa9!')", PV_OID_VARCHAR, 4 + 4, "zzzzz"),
             "caf\xc3\xa9");
@@ -378,7 +390,7 @@ static bool same_shape(const char *a, const char *b) {
     return false;
   for (size_t i = 0; a[i]; i++) {
     char x = a[i], y = b[i];
-    bool ok = (x >= 'a' && x <= 'z') ? (y >= 'a' && y <= 'z')
+    bool ok = (x >= 'a' && x <= 'z')   ? (y >= 'a' && y <= 'z')
               : (x >= 'A' && x <= 'Z') ? (y >= 'A' && y <= 'Z')
               : (x >= '0' && x <= '9') ? (y >= '0' && y <= '9')
                                        : x == y;
@@ -389,8 +401,12 @@ static bool same_shape(const char *a, const char *b) {
 }
 
 static void test_hash_text_shape(void) {
-  static const char *vals[] = {"alice.smith@example.com", "+1 (555) 123-4567",
-                               "MixedCase Name-42", "ZZZZ", "0000000000", ""};
+  static const char *vals[] = {"alice.smith@example.com",
+                               "+1 (555) 123-4567",
+                               "MixedCase Name-42",
+                               "ZZZZ",
+                               "0000000000",
+                               ""};
   for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
     const char *h = tx("hash", PV_OID_TEXT, -1, vals[i]);
     CHECK(same_shape(vals[i], h));
@@ -431,16 +447,16 @@ static void test_hash_separation(void) {
   uint8_t a[128], b[128];
   const char *v = "alice@example.com";
   size_t n = strlen(v);
-  int64_t ra = apply_k(&K, "hash", "public.customers.email", PV_OID_TEXT, -1,
-                       0, v, n, a, sizeof a);
+  int64_t ra = apply_k(&K, "hash", "public.customers.email", PV_OID_TEXT, -1, 0,
+                       v, n, a, sizeof a);
   CHECK_EQ(ra, (int64_t)n);
   /* Other secret, other purpose, other column: other pseudonym. */
   CHECK_EQ(apply_k(&K_SECRET2, "hash", "public.customers.email", PV_OID_TEXT,
                    -1, 0, v, n, b, sizeof b),
            (int64_t)n);
   CHECK(memcmp(a, b, n) != 0);
-  CHECK_EQ(apply_k(&K_PURPOSE2, "hash", "public.customers.email",
-                   PV_OID_TEXT, -1, 0, v, n, b, sizeof b),
+  CHECK_EQ(apply_k(&K_PURPOSE2, "hash", "public.customers.email", PV_OID_TEXT,
+                   -1, 0, v, n, b, sizeof b),
            (int64_t)n);
   CHECK(memcmp(a, b, n) != 0);
   CHECK_EQ(apply_k(&K, "hash", "public.leads.email", PV_OID_TEXT, -1, 0, v, n,
@@ -448,16 +464,16 @@ static void test_hash_separation(void) {
            (int64_t)n);
   CHECK(memcmp(a, b, n) != 0);
   /* Same column, same key, binary format, varchar: same pseudonym. */
-  CHECK_EQ(apply_k(&K, "hash", "public.customers.email", PV_OID_VARCHAR, -1,
-                   1, v, n, b, sizeof b),
+  CHECK_EQ(apply_k(&K, "hash", "public.customers.email", PV_OID_VARCHAR, -1, 1,
+                   v, n, b, sizeof b),
            (int64_t)n);
   CHECK(memcmp(a, b, n) == 0);
   /* The same derivation again gives the same key. */
   pv_mask_key_t k2;
   CHECK_EQ(pv_mask_key_derive(SECRET, sizeof SECRET - 1, "support", &k2),
            PV_OK);
-  CHECK_EQ(apply_k(&k2, "hash", "public.customers.email", PV_OID_TEXT, -1, 0,
-                   v, n, b, sizeof b),
+  CHECK_EQ(apply_k(&k2, "hash", "public.customers.email", PV_OID_TEXT, -1, 0, v,
+                   n, b, sizeof b),
            (int64_t)n);
   CHECK(memcmp(a, b, n) == 0);
   pv_mask_key_dispose(&k2);
@@ -506,8 +522,7 @@ static void test_mask_actions(void) {
   CHECK_STR(tx("mask(keep_first=1, keep_last=1)", PV_OID_TEXT, -1,
                "\xc3\x91o\xc3\xb1o\xc3\xa9"),
             "\xc3\x91***\xc3\xa9");
-  CHECK_STR(tx("mask(keep_first=1)", PV_OID_BPCHAR, 4 + 6, "abc   "),
-            "a**   ");
+  CHECK_STR(tx("mask(keep_first=1)", PV_OID_BPCHAR, 4 + 6, "abc   "), "a**   ");
   CHECK_STR(tx("mask(keep_last=1)", PV_OID_VARCHAR, 4 + 3, "abcdef"), "***");
 
   CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "alice@example.com"),
@@ -515,8 +530,7 @@ static void test_mask_actions(void) {
   CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "a@b.io"), "a***@b.io");
   CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "not-an-email"), "n***");
   CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "@x.org"), "***@x.org");
-  CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "we\"ird@x@y.com"),
-            "w***@y.com");
+  CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "we\"ird@x@y.com"), "w***@y.com");
   CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, ""), "***");
   CHECK_STR(tx("mask_email", PV_OID_TEXT, -1, "\xc3\xa9mile@ex.fr"),
             "\xc3\xa9***@ex.fr");
@@ -524,8 +538,7 @@ static void test_mask_actions(void) {
   CHECK_STR(tx("mask_email", PV_OID_VARCHAR, 4 + 8, "ab@x.io"), "a*@x.io");
   CHECK_STR(tx("mask_email", PV_OID_BPCHAR, 4 + 8, "ab@x.io"), "a*@x.io ");
   CHECK_STR(tx("mask_email", PV_OID_BPCHAR, 4 + 10, "ab@x.io"), "a***@x.io ");
-  CHECK_STR(tx("mask_email", PV_OID_VARCHAR, 4 + 20, "ab@x.io"),
-            "a***@x.io");
+  CHECK_STR(tx("mask_email", PV_OID_VARCHAR, 4 + 20, "ab@x.io"), "a***@x.io");
 
   CHECK_STR(tx("generalize(zip3)", PV_OID_TEXT, -1, "94107-1234"),
             "941**-****");
@@ -590,20 +603,17 @@ static void test_int_bucket(void) {
   CHECK_STR(tx("generalize(bucket=10)", PV_OID_INT4, -1, "-47"), "-50");
   CHECK_STR(tx("generalize(bucket=10)", PV_OID_INT4, -1, "-40"), "-40");
   CHECK_STR(tx("generalize(bucket=10)", PV_OID_INT4, -1, "0"), "0");
-  CHECK_STR(tx("generalize(bucket=1000)", PV_OID_INT2, -1, "32767"),
-            "32000");
+  CHECK_STR(tx("generalize(bucket=1000)", PV_OID_INT2, -1, "32767"), "32000");
   /* Below the type's minimum: clamped to it. */
   CHECK_STR(tx("generalize(bucket=20000)", PV_OID_INT2, -1, "-32768"),
             "-32768");
-  CHECK_STR(tx("generalize(bucket=10)", PV_OID_INT8, -1,
-               "-9223372036854775808"),
-            "-9223372036854775808");
-  CHECK_STR(tx("generalize(bucket=9223372036854775807)", PV_OID_INT8, -1,
-               "-1"),
+  CHECK_STR(
+      tx("generalize(bucket=10)", PV_OID_INT8, -1, "-9223372036854775808"),
+      "-9223372036854775808");
+  CHECK_STR(tx("generalize(bucket=9223372036854775807)", PV_OID_INT8, -1, "-1"),
             "-9223372036854775807");
   size_t w;
-  CHECK_EQ(int_bin("generalize(bucket=100)", PV_OID_INT2, -150, "c", &w),
-           -200);
+  CHECK_EQ(int_bin("generalize(bucket=100)", PV_OID_INT2, -150, "c", &w), -200);
   CHECK_EQ(w, 2);
   CHECK_EQ(int_bin("generalize(bucket=100)", PV_OID_INT8, 123456789, "c", &w),
            123456700);
@@ -621,8 +631,8 @@ static const char *num_bin(const char *spec, int32_t typmod, const char *v) {
   char *r = res[slot++ % 8];
   uint8_t in[300], out[70000];
   size_t n = numeric_text_to_bin(v, in);
-  int64_t rc = apply_k(&K, spec, "c", PV_OID_NUMERIC, typmod, 1, in, n, out,
-                       sizeof out);
+  int64_t rc =
+      apply_k(&K, spec, "c", PV_OID_NUMERIC, typmod, 1, in, n, out, sizeof out);
   if (rc == PV_MASK_NULL)
     return "<NULL>";
   if (rc < 0 || !numeric_bin_to_text(out, (size_t)rc, r))
@@ -647,8 +657,7 @@ static void test_numeric_bucket(void) {
       {"generalize(bucket=1)", "123456789012345678901234567890.5",
        "123456789012345678901234567890.0"},
       {"generalize(bucket=1000000000000000000)", "5", "0"},
-      {"generalize(bucket=1000000000000000000)", "-5",
-       "-1000000000000000000"},
+      {"generalize(bucket=1000000000000000000)", "-5", "-1000000000000000000"},
       {"generalize(bucket=9223372036854775807)",
        "-99999999999999999999999999999", "-100000000001336979969498407075"},
       {"generalize(bucket=3)", "10000000000000000000000000000000001",
@@ -675,27 +684,26 @@ static void test_numeric_bucket(void) {
   uint8_t big[10] = {0, 1, 0x7f, 0xfe, 0, 0, 0, 0, 0, 1};
   uint8_t bout[64];
   pv_action_t a = act("generalize(bucket=3)");
-  CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_NUMERIC, -1, 1, big,
-                         sizeof big, bout, sizeof bout),
+  CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_NUMERIC, -1, 1, big, sizeof big,
+                         bout, sizeof bout),
            PV_MASK_NULL);
   a = act("generalize(bucket=2)");
-  CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_NUMERIC, -1, 1, big,
-                         sizeof big, bout, sizeof bout),
+  CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_NUMERIC, -1, 1, big, sizeof big,
+                         bout, sizeof bout),
            10);
   CHECK(memcmp(bout, big, 10) == 0);
-  CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_NUMERIC, -1, 1, big,
-                         sizeof big, bout, 9),
+  CHECK_EQ(pv_mask_apply(&a, NULL, "c", PV_OID_NUMERIC, -1, 1, big, sizeof big,
+                         bout, 9),
            PV_ELIMIT);
   /* 10^24 in one group still gets its bucket: 10^24 - 1. */
-  CHECK_STR(num_bin("generalize(bucket=3)", -1,
-                    "1000000000000000000000000"),
+  CHECK_STR(num_bin("generalize(bucket=3)", -1, "1000000000000000000000000"),
             "999999999999999999999999");
-  CHECK_STR(num_bin("generalize(bucket=7)", -1,
-                    "-1000000000000000000000000000000"),
-            "<NULL>");
-  CHECK_STR(num_text("generalize(bucket=7)", -1,
-                     "-1000000000000000000000000000000"),
-            "-1000000000000000000000000000006");
+  CHECK_STR(
+      num_bin("generalize(bucket=7)", -1, "-1000000000000000000000000000000"),
+      "<NULL>");
+  CHECK_STR(
+      num_text("generalize(bucket=7)", -1, "-1000000000000000000000000000000"),
+      "-1000000000000000000000000000006");
 }
 
 static const char *dt_text(const char *spec, uint32_t oid, const char *v) {
@@ -711,10 +719,8 @@ static void test_generalize_dates_text(void) {
             "1980-01-01");
   CHECK_STR(dt_text("generalize(decade)", PV_OID_DATE, "2000-12-31"),
             "2000-01-01");
-  CHECK_STR(dt_text("generalize(year)", PV_OID_DATE, "infinity"),
-            "infinity");
-  CHECK_STR(dt_text("generalize(year)", PV_OID_DATE, "-infinity"),
-            "-infinity");
+  CHECK_STR(dt_text("generalize(year)", PV_OID_DATE, "infinity"), "infinity");
+  CHECK_STR(dt_text("generalize(year)", PV_OID_DATE, "-infinity"), "-infinity");
   CHECK_STR(dt_text("generalize(year)", PV_OID_DATE, "0044-03-15 BC"),
             "0044-01-01 BC");
   /* 44 BC is astronomical -43; its decade starts at -50 = 51 BC. */
@@ -732,12 +738,12 @@ static void test_generalize_dates_text(void) {
   CHECK_STR(dt_text("generalize(year)", PV_OID_TIMESTAMP,
                     "1987-06-12 14:30:00.123456"),
             "1987-01-01 00:00:00");
-  CHECK_STR(dt_text("generalize(month)", PV_OID_TIMESTAMP,
-                    "1987-06-12 14:30:00"),
-            "1987-06-01 00:00:00");
-  CHECK_STR(dt_text("generalize(year)", PV_OID_TIMESTAMPTZ,
-                    "1987-06-12 14:30:00+02"),
-            "1987-01-01 00:00:00+02");
+  CHECK_STR(
+      dt_text("generalize(month)", PV_OID_TIMESTAMP, "1987-06-12 14:30:00"),
+      "1987-06-01 00:00:00");
+  CHECK_STR(
+      dt_text("generalize(year)", PV_OID_TIMESTAMPTZ, "1987-06-12 14:30:00+02"),
+      "1987-01-01 00:00:00+02");
   CHECK_STR(dt_text("generalize(year)", PV_OID_TIMESTAMPTZ,
                     "1987-06-12 14:30:00.5-03:30"),
             "1987-01-01 00:00:00-03:30");
@@ -791,9 +797,8 @@ static void test_generalize_dates_binary(void) {
   /* timestamp(tz): int64 microseconds since 2000-01-01 00:00:00. */
   int64_t day = INT64_C(86400000000);
   int64_t ts = pgdays(1987, 6, 12) * day + INT64_C(52200123456);
-  for (uint32_t oid = PV_OID_TIMESTAMP; oid; oid = oid == PV_OID_TIMESTAMP
-                                                       ? PV_OID_TIMESTAMPTZ
-                                                       : 0) {
+  for (uint32_t oid = PV_OID_TIMESTAMP; oid;
+       oid = oid == PV_OID_TIMESTAMP ? PV_OID_TIMESTAMPTZ : 0) {
     put_be(in, ts, 8);
     CHECK_EQ(ap("generalize(year)", oid, -1, 1, in, 8, out), 8);
     CHECK_EQ(be(out, 8), pgdays(1987, 1, 1) * day);
@@ -887,16 +892,17 @@ static void test_invalid_inputs(void) {
   CHECK_EQ(ap("hash", PV_OID_INT2, -1, 1, "\0\0\0\1", 4, out), PV_EPROTO);
   CHECK_EQ(ap("generalize(bucket=2)", PV_OID_INT8, -1, 1, "\0", 1, out),
            PV_EPROTO);
-  static const char *badint[] = {"", "-", "12a", " 1", "+1", "1.0",
-                                 "2147483648", "-2147483649",
-                                 "99999999999999999999"};
+  static const char *badint[] = {
+      "",           "-",           "12a",
+      " 1",         "+1",          "1.0",
+      "2147483648", "-2147483649", "99999999999999999999"};
   for (size_t i = 0; i < sizeof badint / sizeof badint[0]; i++)
     CHECK_STR(tx("hash", PV_OID_INT4, -1, badint[i]), "<ERR -3>");
   CHECK_STR(tx("hash", PV_OID_INT4, -1, "-2147483648"),
             tx("hash", PV_OID_INT4, -1, "-2147483648"));
   CHECK_STR(tx("generalize(bucket=2)", PV_OID_INT2, -1, "32768"), "<ERR -3>");
-  static const char *badnum[] = {"", "-", ".5", "5.", "1e5", "1,5", "nan",
-                                 "+1", "1.2.3"};
+  static const char *badnum[] = {"",    "-",   ".5", "5.",   "1e5",
+                                 "1,5", "nan", "+1", "1.2.3"};
   for (size_t i = 0; i < sizeof badnum / sizeof badnum[0]; i++)
     CHECK_STR(num_text("generalize(bucket=2)", -1, badnum[i]), "<ERR -3>");
   /* numeric binary: length, sign, digit and dscale checks. */
@@ -954,8 +960,8 @@ static bool valid_for_type(uint32_t oid, int32_t typmod, int16_t fmt,
     buf[n] = 0;
     char *end;
     long long v = strtoll(buf, &end, 10);
-    return n && *end == 0 && (w == 8 || (v >= -(1LL << (8 * w - 1)) &&
-                                         v < (1LL << (8 * w - 1))));
+    return n && *end == 0 &&
+           (w == 8 || (v >= -(1LL << (8 * w - 1)) && v < (1LL << (8 * w - 1))));
   }
   case PV_OID_DATE:
     if (fmt)
@@ -994,21 +1000,33 @@ static void test_all_actions_all_types(void) {
       {PV_OID_NAME, -1, "some_role", {0}, 0},
       {PV_OID_INT2, -1, "-1234", {0xfb, 0x2e}, 2},
       {PV_OID_INT4, -1, "123456", {0, 1, 0xe2, 0x40}, 4},
-      {PV_OID_INT8, -1, "-5", {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb},
+      {PV_OID_INT8,
+       -1,
+       "-5",
+       {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfb},
        8},
-      {PV_OID_NUMERIC, -1, "-12.5", {0, 2, 0, 0, 0x40, 0, 0, 1, 0, 12, 0x13,
-                                     0x88}, 12},
+      {PV_OID_NUMERIC,
+       -1,
+       "-12.5",
+       {0, 2, 0, 0, 0x40, 0, 0, 1, 0, 12, 0x13, 0x88},
+       12},
       {PV_OID_DATE, -1, "1987-06-12", {0xff, 0xff, 0xee, 0x16}, 4},
-      {PV_OID_TIMESTAMP, -1, "1987-06-12 14:30:00", {0xff, 0xfe, 0x97, 0xad,
-                                                     0x93, 0x1f, 0x0a, 0x00},
+      {PV_OID_TIMESTAMP,
+       -1,
+       "1987-06-12 14:30:00",
+       {0xff, 0xfe, 0x97, 0xad, 0x93, 0x1f, 0x0a, 0x00},
        8},
-      {PV_OID_TIMESTAMPTZ, -1, "1987-06-12 14:30:00+02", {0xff, 0xfe, 0x97,
-                                                          0xad, 0x93, 0x1f,
-                                                          0x0a, 0x00},
+      {PV_OID_TIMESTAMPTZ,
+       -1,
+       "1987-06-12 14:30:00+02",
+       {0xff, 0xfe, 0x97, 0xad, 0x93, 0x1f, 0x0a, 0x00},
        8},
-      {PV_OID_UUID, -1, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", {0xa0, 0xee,
-       0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
-       0x0a, 0x11}, 16},
+      {PV_OID_UUID,
+       -1,
+       "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+       {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9,
+        0xbd, 0x38, 0x0a, 0x11},
+       16},
       {PV_OID_JSON, -1, "{\"a\":1}", {0}, 0},
       {PV_OID_JSONB, -1, "{\"a\": 1}", {1, '{', '}'}, 3},
       {PV_OID_BOOL, -1, "t", {1}, 1},
@@ -1018,8 +1036,7 @@ static void test_all_actions_all_types(void) {
     pv_action_t a = act(FITS[i].spec);
     for (size_t s = 0; s < sizeof S / sizeof S[0]; s++)
       for (int16_t f = 0; f <= 1; f++) {
-        const uint8_t *in =
-            f ? S[s].bin : (const uint8_t *)S[s].text;
+        const uint8_t *in = f ? S[s].bin : (const uint8_t *)S[s].text;
         size_t len = f ? S[s].bin_len : strlen(S[s].text);
         bool text_like = S[s].bin_len == 0;
         if (f && text_like)
@@ -1028,24 +1045,22 @@ static void test_all_actions_all_types(void) {
         int64_t r = pv_mask_apply(&a, &K, "c", S[s].oid, S[s].typmod, f, in,
                                   len, out, sizeof out);
         bool fits = pv_mask_fits(&a, S[s].oid, S[s].typmod);
-        bool ok = fits ? (a.kind == PV_ACT_WITHHOLD ? r == PV_MASK_NULL
-                                                    : r >= 0)
-                       : r == PV_MASK_NULL;
+        bool ok = fits
+                      ? (a.kind == PV_ACT_WITHHOLD ? r == PV_MASK_NULL : r >= 0)
+                      : r == PV_MASK_NULL;
         if (ok && r >= 0) {
           ok = (size_t)r <= pv_mask_out_max(&a, S[s].oid, S[s].typmod, len);
-          if (a.kind != PV_ACT_CLEAR && !(S[s].oid == PV_OID_JSON ||
-                                          S[s].oid == PV_OID_JSONB))
-            ok = ok && valid_for_type(S[s].oid, S[s].typmod, f, out,
-                                      (size_t)r);
+          if (a.kind != PV_ACT_CLEAR &&
+              !(S[s].oid == PV_OID_JSON || S[s].oid == PV_OID_JSONB))
+            ok = ok && valid_for_type(S[s].oid, S[s].typmod, f, out, (size_t)r);
           if (r > 2)
-            ok = ok && pv_mask_apply(&a, &K, "c", S[s].oid, S[s].typmod, f,
-                                     in, len, small, sizeof small) ==
-                           PV_ELIMIT;
+            ok = ok && pv_mask_apply(&a, &K, "c", S[s].oid, S[s].typmod, f, in,
+                                     len, small, sizeof small) == PV_ELIMIT;
         }
         if (!ok) {
           check_failures++;
-          fprintf(stderr, "%s on oid %u format %d: %" PRId64 "\n",
-                  FITS[i].spec, S[s].oid, f, r);
+          fprintf(stderr, "%s on oid %u format %d: %" PRId64 "\n", FITS[i].spec,
+                  S[s].oid, f, r);
         }
         check_count++;
       }
@@ -1073,18 +1088,17 @@ static void bench_hash(void) {
     sum += pv_mask_apply(&a, &K, "public.customers.id", PV_OID_INT4, -1, 1, in,
                          4, out, sizeof out);
   clock_gettime(CLOCK_MONOTONIC, &t1);
-  double s2 =
-      (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+  double s2 = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
   printf("test_mask: hash of a 23-byte email: %.0f values/s; int4: %.0f/s\n",
          iters / s, iters / 10 / s2);
 }
 
 int main(void) {
   if (pv_mask_key_derive(SECRET, sizeof SECRET - 1, "support", &K) != 0 ||
-      pv_mask_key_derive(SECRET2, sizeof SECRET2 - 1, "support",
-                         &K_SECRET2) != 0 ||
-      pv_mask_key_derive(SECRET, sizeof SECRET - 1, "marketing",
-                         &K_PURPOSE2) != 0) {
+      pv_mask_key_derive(SECRET2, sizeof SECRET2 - 1, "support", &K_SECRET2) !=
+          0 ||
+      pv_mask_key_derive(SECRET, sizeof SECRET - 1, "marketing", &K_PURPOSE2) !=
+          0) {
     fprintf(stderr, "key derivation failed\n");
     return 1;
   }
