@@ -564,7 +564,7 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
   if (rc == PV_ENOENT) {
     mismatch_message(errs, c->db, msg, sizeof msg);
     if (!same_error(d, msg)) {
-      pv_log(PV_LOG_ERROR, "database %s no longer matches the rules (%s); "
+      pv_log(PV_LOG_ERROR, "database %s does not match the rules (%s); "
                            "refusing its sessions:", c->db, why);
       log_rules_errors(errs);
       publish_db(ctl, c->db, NULL, msg, false);
@@ -1008,7 +1008,7 @@ static int check_catalog(const pv_config_t *cfg, const pv_rules_t *rules,
   pv_catalog_t *cat = NULL;
   pv_rules_errors_t *errs = NULL;
   uint64_t fp = 0;
-  int rc = resolve(pg, rules, db, SIZE_MAX / 2, &fp, &cat, &errs, err,
+  int rc = resolve(pg, rules, db, 10000, &fp, &cat, &errs, err,
                    sizeof err);
   PQfinish(pg);
   if (rc == PV_ENOENT) {
