@@ -11,11 +11,11 @@
  * objects remember the seq that created them (born) and, once the server
  * no longer holds them, the seq where that became true (died). Anything
  * that refers to an object after it died gets no plan (fail closed).
- * Besides explicit messages, the server drops objects on its own: every
- * portal at the end of a transaction (ReadyForQuery 'I'), statements on SQL
- * PREPARE/DEALLOCATE/DISCARD ALL, portals on DECLARE/CLOSE/COMMIT/ROLLBACK
- * (seen from the CommandComplete tag). A name the tracker does not know
- * costs an injected Describe; a name it knows wrongly would cost a leak. */
+ * Besides explicit messages, names change behind the protocol: the server
+ * drops every portal at the end of a transaction (ReadyForQuery 'I'), and
+ * SQL PREPARE / DECLARE / DISCARD ALL may re-bind a name (seen from the
+ * CommandComplete tag). A name the tracker does not know costs an injected
+ * Describe; a name it knows wrongly would cost a leak. */
 #include "pgveil/row_plan.h"
 
 #include <stdlib.h>
@@ -917,16 +917,18 @@ static bool tag_is(const char *tag, const char *word, bool prefix) {
   return strncmp(tag, word, l) == 0 && (prefix || tag[l] == '\0');
 }
 
-/* Statements and portals the server dropped by SQL command: names bound
- * before entry h are no longer what the tracker thinks they are. */
+/* SQL commands that re-bind a name behind the protocol's back: PREPARE a
+ * statement name, DECLARE a portal name (DISCARD ALL drops both). Either
+ * can only reuse a name the server no longer holds but the tracker may
+ * still map, so every mapping made before entry h is forgotten. Commands
+ * that only drop objects (DEALLOCATE, CLOSE, ROLLBACK TO) need nothing: a
+ * stale name fails on the server, and is re-bound only through here or
+ * through Parse/Bind. */
 static void tag_purge(pv_tracker_t *t, const entry_t *h, const char *tag) {
   bool all = tag_is(tag, "DISCARD ALL", false);
-  if (all || tag_is(tag, "DEALLOCATE", true) || tag_is(tag, "PREPARE", false))
+  if (all || tag_is(tag, "PREPARE", false))
     map_purge(&t->stmts, h->seq, h->seq);
-  if (all || tag_is(tag, "DECLARE CURSOR", false) ||
-      tag_is(tag, "CLOSE CURSOR", true) || tag_is(tag, "COMMIT", false) ||
-      tag_is(tag, "ROLLBACK", false) ||
-      tag_is(tag, "PREPARE TRANSACTION", false))
+  if (all || tag_is(tag, "DECLARE CURSOR", false))
     map_purge(&t->portals, h->seq, h->seq);
 }
 

@@ -397,7 +397,7 @@ static void test_pipeline(void) {
                                 {"c3", 1, 4, 23, 0},
                                 {"c4", 1, 5, 23, 0}};
   start();
-  char name[8];
+  char name[16];
   for (int i = 0; i < 5; i++) {
     snprintf(name, sizeof name, "s%d", i);
     CHECK_EQ(fe_parse(name, "SELECT ..."), PV_OK);
@@ -742,6 +742,47 @@ static void test_sql_cursor_prepare(void) {
   finish();
 }
 
+/* SQL DECLARE can reuse the name of a portal the server closed but the
+ * tracker still maps: it forgets its portals. DEALLOCATE only drops. */
+static void test_declare_purges_portals(void) {
+  start();
+  CHECK_EQ(fe_query("BEGIN"), PV_OK);
+  CHECK_EQ(be_complete("BEGIN"), PV_OK);
+  CHECK_EQ(be_ready('T'), PV_OK);
+  CHECK_EQ(fe_parse("sa", "SELECT a"), PV_OK);
+  CHECK_EQ(fe_describe('S', "sa"), PV_OK);
+  CHECK_EQ(fe_bind("p", "sa", 0, NULL), PV_OK);
+  CHECK_EQ(fe_type('S'), PV_OK);
+  CHECK_EQ(be_type('1'), PV_OK);
+  CHECK_EQ(be_paramdesc(), PV_OK);
+  CHECK_EQ(be_rowdesc(1, COL_A), PV_OK);
+  CHECK_EQ(be_type('2'), PV_OK);
+  CHECK_EQ(be_ready('T'), PV_OK);
+  CHECK_EQ(pv_tracker_portals(T), 1);
+  CHECK_EQ(fe_query("SAVEPOINT s; DEALLOCATE x; CLOSE p"), PV_OK);
+  CHECK_EQ(be_complete("SAVEPOINT"), PV_OK);
+  CHECK_EQ(be_complete("DEALLOCATE"), PV_OK);
+  CHECK_EQ(be_complete("CLOSE CURSOR"), PV_OK);
+  CHECK_EQ(be_ready('T'), PV_OK);
+  CHECK_EQ(pv_tracker_statements(T), 1);
+  CHECK_EQ(pv_tracker_portals(T), 1);
+  CHECK_EQ(fe_query("DECLARE p CURSOR FOR SELECT b, c FROM t"), PV_OK);
+  CHECK_EQ(be_complete("DECLARE CURSOR"), PV_OK);
+  CHECK_EQ(be_ready('T'), PV_OK);
+  CHECK_EQ(pv_tracker_portals(T), 0);
+  CHECK_EQ(pv_tracker_statements(T), 1);
+  CHECK_EQ(fe_execute("p", 10), PV_OK);
+  check_injected("p");
+  CHECK_EQ(fe_type('S'), PV_OK);
+  CHECK_EQ(be_rowdesc(2, COL_BC), PV_OK);
+  CHECK(BE.swallow);
+  row(2, "b");
+  CHECK_EQ(be_complete("FETCH 1"), PV_OK);
+  CHECK_EQ(be_ready('T'), PV_OK);
+  CHECK_EQ(pv_tracker_pending(T), 0);
+  finish();
+}
+
 /* Statements prepared after an invalidating command in the same pipeline
  * are not forgotten. */
 static void test_purge_keeps_newer(void) {
@@ -1006,6 +1047,7 @@ int main(void) {
   RUN(test_failed_bind_restores);
   RUN(test_reparse);
   RUN(test_sql_cursor_prepare);
+  RUN(test_declare_purges_portals);
   RUN(test_purge_keeps_newer);
   RUN(test_copy);
   RUN(test_malformed);
