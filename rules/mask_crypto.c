@@ -4,6 +4,7 @@
 #include "mask_internal.h"
 
 #include <assert.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -23,14 +24,20 @@ typedef struct {
 _Static_assert(sizeof(key_state_t) <= sizeof(((pv_mask_key_t *)0)->state_),
                "pv_mask_key_t.state_ too small for two SHA256_CTX");
 
-static const key_state_t *kstate(const pv_mask_key_t *k) {
-  return (const key_state_t *)(const void *)k->state_;
+/* The states are copied in and out with memcpy: state_ is declared as
+ * bytes, and memcpy is the access that strict aliasing allows. */
+static void load_inner(const pv_mask_key_t *k, SHA256_CTX *c) {
+  memcpy(c, k->state_ + offsetof(key_state_t, inner), sizeof *c);
+}
+
+static void load_outer(const pv_mask_key_t *k, SHA256_CTX *c) {
+  memcpy(c, k->state_ + offsetof(key_state_t, outer), sizeof *c);
 }
 
 /* Standard HMAC key schedule (RFC 2104) from raw key bytes. */
 void pv__mask_key_from_raw(const uint8_t *raw, size_t n, pv_mask_key_t *out) {
   uint8_t block[SHA256_CBLOCK], pad[SHA256_CBLOCK];
-  key_state_t *st = (key_state_t *)(void *)out->state_;
+  key_state_t st;
   memset(out, 0, sizeof *out);
   memset(block, 0, sizeof block);
   if (n > sizeof block)
@@ -39,12 +46,14 @@ void pv__mask_key_from_raw(const uint8_t *raw, size_t n, pv_mask_key_t *out) {
     memcpy(block, raw, n);
   for (size_t i = 0; i < sizeof pad; i++)
     pad[i] = block[i] ^ 0x36;
-  SHA256_Init(&st->inner);
-  SHA256_Update(&st->inner, pad, sizeof pad);
+  SHA256_Init(&st.inner);
+  SHA256_Update(&st.inner, pad, sizeof pad);
   for (size_t i = 0; i < sizeof pad; i++)
     pad[i] = block[i] ^ 0x5c;
-  SHA256_Init(&st->outer);
-  SHA256_Update(&st->outer, pad, sizeof pad);
+  SHA256_Init(&st.outer);
+  SHA256_Update(&st.outer, pad, sizeof pad);
+  memcpy(out->state_, &st, sizeof st);
+  OPENSSL_cleanse(&st, sizeof st);
   OPENSSL_cleanse(block, sizeof block);
   OPENSSL_cleanse(pad, sizeof pad);
   out->magic_ = PV__KEY_MAGIC;
@@ -107,7 +116,7 @@ void pv__hmac_begin(pv__hmac_t *h, const pv_mask_key_t *k, uint8_t tag,
   uint8_t hdr[5];
   size_t cl = column_id ? strlen(column_id) : 0;
   assert(k->magic_ == PV__KEY_MAGIC);
-  h->inner = kstate(k)->inner;
+  load_inner(k, &h->inner);
   hdr[0] = tag;
   /* Length-prefixed so that (column, value) pairs cannot run together. */
   pv__put_be32(hdr + 1, (uint32_t)cl);
@@ -123,7 +132,8 @@ void pv__hmac_update(pv__hmac_t *h, const void *p, size_t n) {
 
 void pv__hmac_final(pv__hmac_t *h, const pv_mask_key_t *k, uint8_t out[32]) {
   uint8_t ih[32];
-  SHA256_CTX outer = kstate(k)->outer;
+  SHA256_CTX outer;
+  load_outer(k, &outer);
   SHA256_Final(ih, &h->inner);
   SHA256_Update(&outer, ih, sizeof ih);
   SHA256_Final(out, &outer);
@@ -135,7 +145,7 @@ void pv__hmac_final(pv__hmac_t *h, const pv_mask_key_t *k, uint8_t out[32]) {
 void pv__hmac_raw(const pv_mask_key_t *k, const void *msg, size_t n,
                   uint8_t out[32]) {
   pv__hmac_t h;
-  h.inner = kstate(k)->inner;
+  load_inner(k, &h.inner);
   pv__hmac_update(&h, msg, n);
   pv__hmac_final(&h, k, out);
 }
@@ -152,7 +162,7 @@ static uint8_t stream_byte(pv__stream_t *s) {
   if (s->pos >= sizeof s->block) {
     pv__hmac_t h;
     uint8_t ctr[4];
-    h.inner = kstate(s->k)->inner;
+    load_inner(s->k, &h.inner);
     pv__put_be32(ctr, s->counter++);
     uint8_t tag = MK_TAG_EXPAND;
     pv__hmac_update(&h, &tag, 1);
