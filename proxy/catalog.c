@@ -27,7 +27,8 @@ const char PV_CATALOG_QUERY[] =
     "), tree(idx, relid, child) AS ("
     " SELECT w.idx, c.oid, false FROM want w"
     " JOIN pg_catalog.pg_namespace n ON n.nspname = w.nsp"
-    " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = w.rel"
+    " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = "
+    "w.rel"
     " WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f')"
     " UNION ALL"
     " SELECT t.idx, i.inhrelid, true FROM tree t"
@@ -130,7 +131,8 @@ uint64_t pv_catalog_rows_fingerprint(const pv_catalog_row_t *rows,
   XXH3_64bits_reset(&st);
   for (size_t i = 0; i < nrows; i++) {
     const pv_catalog_row_t *r = &rows[i];
-    uint32_t fixed[6] = {r->idx, r->relid, r->child, (uint16_t)r->attnum,
+    uint32_t fixed[6] = {r->idx,      r->relid,
+                         r->child,    (uint16_t)r->attnum,
                          r->type_oid, (uint32_t)r->typmod};
     XXH3_64bits_update(&st, fixed, sizeof fixed);
     const char *s = r->attname ? r->attname : "";
@@ -331,8 +333,10 @@ static pv_catalog_rel_t *rel_for(build_t *b, const pv_catalog_row_t *row) {
   if (r)
     return r->table == t ? r : NULL;
   r = &c->rels[c->nrels];
-  *r = (pv_catalog_rel_t){.table_oid = row->relid, .table = t,
-                          .child = row->child, .subject_typmod = -1};
+  *r = (pv_catalog_rel_t){.table_oid = row->relid,
+                          .table = t,
+                          .child = row->child,
+                          .subject_typmod = -1};
   rel_put(c, c->nrels++);
   return r;
 }
@@ -370,10 +374,12 @@ static void add_row(build_t *b, const pv_catalog_row_t *row) {
   if (!rc || col_get(b->cat, row->relid, row->attnum))
     return;
   pv_catalog_t *c = b->cat;
-  c->cols[c->ncols] = (pv_catalog_col_t){
-      .table_oid = row->relid, .attnum = row->attnum,
-      .type_oid = row->type_oid, .typmod = row->typmod, .rule = rc,
-      .table = t};
+  c->cols[c->ncols] = (pv_catalog_col_t){.table_oid = row->relid,
+                                         .attnum = row->attnum,
+                                         .type_oid = row->type_oid,
+                                         .typmod = row->typmod,
+                                         .rule = rc,
+                                         .table = t};
   col_put(c, c->ncols++);
   if (!row->child) {
     b->found[b->col_base[row->idx] + (size_t)(rc - t->columns)] = true;
@@ -394,16 +400,16 @@ static void report_missing(build_t *b) {
     for (size_t j = 0; j < t->ncolumns; j++)
       if (!b->found[b->col_base[i] + j])
         err_add(&b->el, t->columns[j].line, t->columns[j].col,
-                "column %s.%s.%s does not exist in database \"%s\"",
-                t->schema, t->name, t->columns[j].name, b->dbname);
+                "column %s.%s.%s does not exist in database \"%s\"", t->schema,
+                t->name, t->columns[j].name, b->dbname);
   }
   if (!R->consent.configured)
     return;
   const pv_rules_consent_t *k = &R->consent;
   if (!b->table_seen[R->ntables]) {
     err_add(&b->el, k->line, 1,
-            "consent table %s.%s does not exist in database \"%s\"",
-            k->schema, k->table, b->dbname);
+            "consent table %s.%s does not exist in database \"%s\"", k->schema,
+            k->table, b->dbname);
     return;
   }
   const char *names[3] = {k->subject_column, k->purpose_column,
@@ -486,8 +492,7 @@ int pv_catalog_build(const pv_rules_t *rules, const char *dbname,
   if (!rules || !dbname || (!rows && nrows) ||
       strlen(dbname) > PV_CATALOG_DBNAME_MAX || nrows >= UINT32_MAX / 4)
     return PV_EINVAL;
-  build_t b = {.rules = rules, .dbname = dbname, .rows = rows,
-               .nrows = nrows};
+  build_t b = {.rules = rules, .dbname = dbname, .rows = rows, .nrows = nrows};
   b.el.source = rules->source ? rules->source : "rules";
   b.el.max = max_errors ? max_errors : 1;
   int rc = build_init(&b);

@@ -47,8 +47,8 @@ typedef struct conn {
   struct conn *next;
   pv_control_t *ctl;
   char db[PV_CATALOG_DBNAME_MAX + 1];
-  PGconn *pg;       /* NULL when not connected */
-  pollbox_t *poll;  /* watches pg for NOTIFY and loss */
+  PGconn *pg;      /* NULL when not connected */
+  pollbox_t *poll; /* watches pg for NOTIFY and loss */
   uint64_t last_attempt_ms;
   bool ever_tried;
 } conn_t;
@@ -99,8 +99,8 @@ static void trim_nl(char *s) {
 
 /* Reads the secret file into buf; trailing newlines and blanks are not part
  * of it (echo and editors add them). OUT: *len. Wipe buf after use. */
-static int read_secret(const char *path, uint8_t *buf, size_t cap,
-                       size_t *len, char *err, size_t errcap) {
+static int read_secret(const char *path, uint8_t *buf, size_t cap, size_t *len,
+                       char *err, size_t errcap) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     snprintf(err, errcap, "cannot open secret file %s: %s", path,
@@ -109,8 +109,10 @@ static int read_secret(const char *path, uint8_t *buf, size_t cap,
   }
   struct stat st;
   if (fstat(fd, &st) == 0 && (st.st_mode & 077))
-    pv_log(PV_LOG_WARN, "secret file %s is readable by group or others; "
-                        "chmod 600 it", path);
+    pv_log(PV_LOG_WARN,
+           "secret file %s is readable by group or others; "
+           "chmod 600 it",
+           path);
   size_t n = 0;
   ssize_t r;
   while (n < cap && (r = read(fd, buf + n, cap - n)) > 0)
@@ -118,8 +120,8 @@ static int read_secret(const char *path, uint8_t *buf, size_t cap,
   char extra;
   bool more = n == cap && read(fd, &extra, 1) > 0;
   close(fd);
-  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-               buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+               buf[n - 1] == '\t'))
     n--;
   if (more) {
     snprintf(err, errcap, "secret file %s is larger than %d bytes", path,
@@ -127,9 +129,10 @@ static int read_secret(const char *path, uint8_t *buf, size_t cap,
     return PV_EINVAL;
   }
   if (n < PV_MASK_SECRET_MIN) {
-    snprintf(err, errcap, "secret file %s holds %zu bytes; at least %d are "
-             "needed (e.g. openssl rand -hex 32 > FILE)", path, n,
-             PV_MASK_SECRET_MIN);
+    snprintf(err, errcap,
+             "secret file %s holds %zu bytes; at least %d are "
+             "needed (e.g. openssl rand -hex 32 > FILE)",
+             path, n, PV_MASK_SECRET_MIN);
     return PV_EINVAL;
   }
   *len = n;
@@ -175,8 +178,8 @@ static int load_base(const pv_config_t *cfg, pv_policy_t **out, char *err,
       return rc;
     }
   }
-  rc = pv_policy_new(rules, cfg->secret_path[0] ? secret : NULL, slen, out,
-                     err, errcap);
+  rc = pv_policy_new(rules, cfg->secret_path[0] ? secret : NULL, slen, out, err,
+                     errcap);
   OPENSSL_cleanse(secret, sizeof secret);
   return rc;
 }
@@ -210,8 +213,8 @@ static void params_set(params_t *p, size_t *n, const char *k, const char *v,
   p->v[(*n)++] = v;
 }
 
-static int params_build(const pv_config_t *cfg, const char *dbname,
-                        params_t *p, char *err, size_t errcap) {
+static int params_build(const pv_config_t *cfg, const char *dbname, params_t *p,
+                        char *err, size_t errcap) {
   memset(p, 0, sizeof *p);
   char *perr = NULL;
   p->opts = PQconninfoParse(cfg->control_dsn, &perr);
@@ -293,8 +296,8 @@ static PGconn *connect_db(const pv_config_t *cfg, const char *dbname,
               "SELECT pg_catalog.set_config('search_path', '', false),"
               " pg_catalog.set_config('statement_timeout', $1, false)",
               1, params, qerr, sizeof qerr) ||
-      (listen && !pq_run(pg, "LISTEN " PV_CONTROL_CHANNEL, 0, NULL, qerr,
-                         sizeof qerr))) {
+      (listen &&
+       !pq_run(pg, "LISTEN " PV_CONTROL_CHANNEL, 0, NULL, qerr, sizeof qerr))) {
     snprintf(err, errcap, "cannot set up the catalog connection: %s", qerr);
     PQfinish(pg);
     return NULL;
@@ -350,9 +353,8 @@ static bool parse_row(const PGresult *r, int i, pv_catalog_row_t *row) {
  * Returns PV_OK (*cat), PV_ENOENT (*errs: rules do not match), PV_EIO
  * (query failed: err) or PV_ENOMEM. */
 static int resolve(PGconn *pg, const pv_rules_t *rules, const char *dbname,
-                   size_t max_errors, uint64_t *fingerprint,
-                   pv_catalog_t **cat, pv_rules_errors_t **errs, char *err,
-                   size_t errcap) {
+                   size_t max_errors, uint64_t *fingerprint, pv_catalog_t **cat,
+                   pv_rules_errors_t **errs, char *err, size_t errcap) {
   *cat = NULL;
   *errs = NULL;
   size_t cap = pv_catalog_query_params_size(rules);
@@ -369,8 +371,8 @@ static int resolve(PGconn *pg, const pv_rules_t *rules, const char *dbname,
   res = PQexecParams(pg, PV_CATALOG_QUERY, 2, NULL, params, NULL, NULL, 0);
   if (PQresultStatus(res) != PGRES_TUPLES_OK ||
       PQnfields(res) != PV_CATALOG_QUERY_NCOLS) {
-    snprintf(err, errcap, "catalog query failed in database \"%s\": %s",
-             dbname, res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+    snprintf(err, errcap, "catalog query failed in database \"%s\": %s", dbname,
+             res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
     trim_nl(err);
     rc = PV_EIO;
     goto fail;
@@ -408,8 +410,8 @@ static void mismatch_message(const pv_rules_errors_t *e, const char *db,
   if (more)
     snprintf(tail, sizeof tail, " (and %zu more problem%s; see the pgveil log)",
              more, more == 1 ? "" : "s");
-  snprintf(out, cap, "pgveil: the rules do not match database \"%s\": %s%s",
-           db, e && e->count ? e->msgs[0] : "see the pgveil log", tail);
+  snprintf(out, cap, "pgveil: the rules do not match database \"%s\": %s%s", db,
+           e && e->count ? e->msgs[0] : "see the pgveil log", tail);
 }
 
 /* ---- Control thread: snapshots ------------------------------------------ */
@@ -425,8 +427,10 @@ static void publish_db(pv_control_t *ctl, const char *db, pv_catalog_t *cat,
                        const char *error, bool transient) {
   pv_policy_t *p = NULL;
   if (pv_policy_with_db(ctl->cur, db, cat, error, transient, &p)) {
-    pv_log(PV_LOG_ERROR, "out of memory building a policy snapshot for "
-                         "database %s", db);
+    pv_log(PV_LOG_ERROR,
+           "out of memory building a policy snapshot for "
+           "database %s",
+           db);
     return;
   }
   publish(ctl, p);
@@ -465,9 +469,12 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   conn_t *c = b->c;
   if (!c)
     return;
-  if (status < 0 || !PQconsumeInput(c->pg) || PQstatus(c->pg) != CONNECTION_OK) {
-    pv_log(PV_LOG_WARN, "catalog connection to database %s lost; "
-                        "reconnecting", c->db);
+  if (status < 0 || !PQconsumeInput(c->pg) ||
+      PQstatus(c->pg) != CONNECTION_OK) {
+    pv_log(PV_LOG_WARN,
+           "catalog connection to database %s lost; "
+           "reconnecting",
+           c->db);
     conn_drop(c);
     schedule_check(c->ctl, c->ctl->lim.retry_ms);
     return;
@@ -487,8 +494,10 @@ static void conn_watch(pv_control_t *ctl, conn_t *c) {
   pollbox_t *b = calloc(1, sizeof *b);
   if (!b || uv_poll_init(&ctl->loop, &b->h, PQsocket(c->pg)) != 0) {
     free(b);
-    pv_log(PV_LOG_WARN, "cannot watch the catalog connection of %s; "
-                        "relying on the periodic check", c->db);
+    pv_log(PV_LOG_WARN,
+           "cannot watch the catalog connection of %s; "
+           "relying on the periodic check",
+           c->db);
     return;
   }
   b->pg = c->pg;
@@ -522,8 +531,8 @@ static bool conn_ensure(pv_control_t *ctl, conn_t *c, char *err,
     return true;
   c->last_attempt_ms = now_ms();
   c->ever_tried = true;
-  c->pg = connect_db(ctl->cfg, c->db, ctl->lim.statement_timeout_ms, true,
-                     err, errcap);
+  c->pg = connect_db(ctl->cfg, c->db, ctl->lim.statement_timeout_ms, true, err,
+                     errcap);
   if (!c->pg)
     return false;
   conn_watch(ctl, c);
@@ -553,8 +562,10 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
   if (rc == PV_EIO || rc == PV_ENOMEM) {
     if (c->pg && PQstatus(c->pg) != CONNECTION_OK)
       conn_drop(c);
-    snprintf(msg, sizeof msg, "pgveil: cannot read the catalog of database "
-             "\"%s\": %s", c->db, err);
+    snprintf(msg, sizeof msg,
+             "pgveil: cannot read the catalog of database "
+             "\"%s\": %s",
+             c->db, err);
     pv_log(PV_LOG_WARN, "%s (%s)%s", msg, why,
            known ? "; keeping its last resolution" : "");
     if (!known && !same_error(d, msg))
@@ -564,8 +575,10 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
   if (rc == PV_ENOENT) {
     mismatch_message(errs, c->db, msg, sizeof msg);
     if (!same_error(d, msg)) {
-      pv_log(PV_LOG_ERROR, "database %s does not match the rules (%s); "
-                           "refusing its sessions:", c->db, why);
+      pv_log(PV_LOG_ERROR,
+             "database %s does not match the rules (%s); "
+             "refusing its sessions:",
+             c->db, why);
       log_rules_errors(errs);
       publish_db(ctl, c->db, NULL, msg, false);
     }
@@ -577,9 +590,10 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
     pv_catalog_free(cat); /* unchanged */
     return;
   }
-  pv_log(PV_LOG_INFO, "catalog of database %s resolved (%s): %zu relations, "
-                      "%zu protected columns", c->db, why,
-         pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat));
+  pv_log(PV_LOG_INFO,
+         "catalog of database %s resolved (%s): %zu relations, "
+         "%zu protected columns",
+         c->db, why, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat));
   publish_db(ctl, c->db, cat, NULL, false);
 }
 
@@ -603,8 +617,10 @@ static void serve_request(pv_control_t *ctl, const char *db) {
   if (c && c->ever_tried && now_ms() - c->last_attempt_ms < ctl->lim.retry_ms)
     return;
   if (!c && ctl->nconns >= ctl->lim.max_dbs) {
-    pv_log(PV_LOG_WARN, "database %s refused: pgveil already serves %zu "
-                        "databases (the limit)", db, ctl->nconns);
+    pv_log(PV_LOG_WARN,
+           "database %s refused: pgveil already serves %zu "
+           "databases (the limit)",
+           db, ctl->nconns);
     return;
   }
   if (!c && !(c = conn_add(ctl, db)))
@@ -666,11 +682,13 @@ static bool resolve_all(pv_control_t *ctl, pv_policy_t **next) {
     uint64_t fp = 0;
     int rc = PV_EIO;
     if (c && conn_ensure(ctl, c, err, sizeof err))
-      rc = resolve(c->pg, pv_policy_rules(*next), db, ctl->lim.max_errors,
-                   &fp, &cat, &errs, err, sizeof err);
+      rc = resolve(c->pg, pv_policy_rules(*next), db, ctl->lim.max_errors, &fp,
+                   &cat, &errs, err, sizeof err);
     if (rc == PV_ENOENT && !pv_policy_db_error(old)) {
-      pv_log(PV_LOG_ERROR, "reload refused: the new rules do not match "
-                           "database %s; the old rules stay in force:", db);
+      pv_log(PV_LOG_ERROR,
+             "reload refused: the new rules do not match "
+             "database %s; the old rules stay in force:",
+             db);
       log_rules_errors(errs);
       pv_rules_errors_free(errs);
       return false;
@@ -678,8 +696,10 @@ static bool resolve_all(pv_control_t *ctl, pv_policy_t **next) {
     if (rc == PV_ENOENT)
       mismatch_message(errs, db, msg, sizeof msg);
     else if (rc)
-      snprintf(msg, sizeof msg, "pgveil: cannot read the catalog of "
-               "database \"%s\": %s", db, err);
+      snprintf(msg, sizeof msg,
+               "pgveil: cannot read the catalog of "
+               "database \"%s\": %s",
+               db, err);
     pv_rules_errors_free(errs);
     pv_policy_t *p = NULL;
     if (pv_policy_with_db(*next, db, cat, rc ? msg : NULL,
@@ -784,8 +804,8 @@ static int init_handles(pv_control_t *ctl) {
   uv_timer_init(&ctl->loop, &ctl->check_timer);
   uv_timer_init(&ctl->loop, &ctl->debounce_timer);
   ctl->check_timer.data = ctl->debounce_timer.data = ctl;
-  uv_timer_start(&ctl->check_timer, on_check_timer,
-                 ctl->lim.check_interval_ms, ctl->lim.check_interval_ms);
+  uv_timer_start(&ctl->check_timer, on_check_timer, ctl->lim.check_interval_ms,
+                 ctl->lim.check_interval_ms);
   char path[PV_PATH_MAX];
   snprintf(path, sizeof path, "%s", ctl->cfg->rules_path);
   snprintf(ctl->rules_dir, sizeof ctl->rules_dir, "%s", dirname(path));
@@ -793,8 +813,10 @@ static int init_handles(pv_control_t *ctl) {
   ctl->fsev.data = ctl;
   rc = uv_fs_event_start(&ctl->fsev, on_fs_event, ctl->rules_dir, 0);
   if (rc) {
-    pv_log(PV_LOG_WARN, "cannot watch %s for rules changes (%s); reload "
-                        "with SIGHUP", ctl->rules_dir, uv_strerror(rc));
+    pv_log(PV_LOG_WARN,
+           "cannot watch %s for rules changes (%s); reload "
+           "with SIGHUP",
+           ctl->rules_dir, uv_strerror(rc));
     uv_close((uv_handle_t *)&ctl->fsev, NULL);
   } else {
     ctl->fsev_on = true;
@@ -805,8 +827,8 @@ static int init_handles(pv_control_t *ctl) {
 /* Resolves the DSN's database on the calling thread, before any worker
  * runs: a mismatch stops pgveil from starting. */
 static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
-  PGconn *pg = connect_db(ctl->cfg, NULL, ctl->lim.statement_timeout_ms,
-                          true, err, errcap);
+  PGconn *pg = connect_db(ctl->cfg, NULL, ctl->lim.statement_timeout_ms, true,
+                          err, errcap);
   if (!pg)
     return PV_EIO;
   char db[PV_CATALOG_DBNAME_MAX + 1];
@@ -822,8 +844,8 @@ static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
   pv_catalog_t *cat = NULL;
   pv_rules_errors_t *errs = NULL;
   uint64_t fp = 0;
-  int rc = resolve(pg, pv_policy_rules(ctl->cur), db, ctl->lim.max_errors,
-                   &fp, &cat, &errs, err, errcap);
+  int rc = resolve(pg, pv_policy_rules(ctl->cur), db, ctl->lim.max_errors, &fp,
+                   &cat, &errs, err, errcap);
   if (rc == PV_ENOENT) {
     log_rules_errors(errs);
     mismatch_message(errs, db, err, errcap);
@@ -839,9 +861,10 @@ static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
   }
   pv_policy_release(ctl->cur);
   ctl->cur = p;
-  pv_log(PV_LOG_INFO, "catalog of database %s resolved: %zu relations, %zu "
-                      "protected columns", db, pv_catalog_nrelations(cat),
-         pv_catalog_ncolumns(cat));
+  pv_log(PV_LOG_INFO,
+         "catalog of database %s resolved: %zu relations, %zu "
+         "protected columns",
+         db, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat));
   return PV_OK;
 }
 
@@ -997,8 +1020,8 @@ static int check_catalog(const pv_config_t *cfg, const pv_rules_t *rules,
                          FILE *out) {
   pv_control_limits_t lim = pv_control_limits_default();
   char err[ERRMSG_MAX] = "";
-  PGconn *pg = connect_db(cfg, NULL, lim.statement_timeout_ms, false, err,
-                          sizeof err);
+  PGconn *pg =
+      connect_db(cfg, NULL, lim.statement_timeout_ms, false, err, sizeof err);
   if (!pg) {
     fprintf(out, "%s\n", err);
     return 1;
@@ -1008,8 +1031,7 @@ static int check_catalog(const pv_config_t *cfg, const pv_rules_t *rules,
   pv_catalog_t *cat = NULL;
   pv_rules_errors_t *errs = NULL;
   uint64_t fp = 0;
-  int rc = resolve(pg, rules, db, 10000, &fp, &cat, &errs, err,
-                   sizeof err);
+  int rc = resolve(pg, rules, db, 10000, &fp, &cat, &errs, err, sizeof err);
   PQfinish(pg);
   if (rc == PV_ENOENT) {
     print_errors(out, errs);
@@ -1018,8 +1040,9 @@ static int check_catalog(const pv_config_t *cfg, const pv_rules_t *rules,
   } else if (rc) {
     fprintf(out, "%s\n", err);
   } else {
-    fprintf(out, "catalog OK: database \"%s\", %zu relations, %zu protected "
-                 "columns, every action fits its column's type\n",
+    fprintf(out,
+            "catalog OK: database \"%s\", %zu relations, %zu protected "
+            "columns, every action fits its column's type\n",
             db, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat));
   }
   pv_rules_errors_free(errs);

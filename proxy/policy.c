@@ -194,8 +194,8 @@ bool pv_policy_rules_need_secret(const pv_rules_t *rules) {
   return rules && first_hash(rules) != NULL;
 }
 
-static int derive_keys(core_t *c, const uint8_t *secret, size_t len,
-                       char *err, size_t errcap) {
+static int derive_keys(core_t *c, const uint8_t *secret, size_t len, char *err,
+                       size_t errcap) {
   const pv_rules_t *r = c->rules;
   c->keys = calloc(r->npurposes + 1, sizeof *c->keys);
   if (!c->keys) {
@@ -291,10 +291,9 @@ int pv_policy_with_db(const pv_policy_t *base, const char *dbname,
   }
   pv_policy_t *p = calloc(1, sizeof *p);
   pv_policy_db_t **dbs = calloc(base->ndbs + 1, sizeof *dbs);
-  pv_policy_db_t *d =
-      p && dbs ? db_new(pv_policy_db(base, dbname), dbname, cat, error,
-                        transient)
-               : NULL;
+  pv_policy_db_t *d = p && dbs ? db_new(pv_policy_db(base, dbname), dbname, cat,
+                                        error, transient)
+                               : NULL;
   if (!d) {
     free(p);
     free(dbs);

@@ -100,11 +100,9 @@ uint64_t pv_catalog_rows_fingerprint(const pv_catalog_row_t *rows,
  * "rulesfile:line:col: message" (free with pv_rules_errors_free; NULL
  * only when even that allocation failed). max_errors bounds the messages
  * kept; the rest are counted in (*errs)->omitted. */
-PV_WARN_UNUSED int pv_catalog_build(const pv_rules_t *rules,
-                                    const char *dbname,
-                                    const pv_catalog_row_t *rows,
-                                    size_t nrows, size_t max_errors,
-                                    pv_catalog_t **out,
+PV_WARN_UNUSED int pv_catalog_build(const pv_rules_t *rules, const char *dbname,
+                                    const pv_catalog_row_t *rows, size_t nrows,
+                                    size_t max_errors, pv_catalog_t **out,
                                     pv_rules_errors_t **errs);
 
 void pv_catalog_free(pv_catalog_t *cat);

@@ -26,13 +26,13 @@
 
 /* Tunables; pv_control_limits_default() gives the values in comments. */
 typedef struct {
-  uint64_t check_interval_ms; /* periodic re-resolution: 30000 */
-  uint64_t debounce_ms;       /* rules file change -> reload: 300 */
-  uint64_t retry_ms;          /* min gap between connects to one db: 1000 */
+  uint64_t check_interval_ms;    /* periodic re-resolution: 30000 */
+  uint64_t debounce_ms;          /* rules file change -> reload: 300 */
+  uint64_t retry_ms;             /* min gap between connects to one db: 1000 */
   uint32_t statement_timeout_ms; /* for catalog queries: 10000 */
-  size_t max_dbs;             /* databases resolved at once: 256 */
-  size_t max_requests;        /* pending session requests: 65536 */
-  size_t max_errors;          /* catalog problems kept per resolution: 100 */
+  size_t max_dbs;                /* databases resolved at once: 256 */
+  size_t max_requests;           /* pending session requests: 65536 */
+  size_t max_errors;             /* catalog problems kept per resolution: 100 */
 } pv_control_limits_t;
 
 pv_control_limits_t pv_control_limits_default(void);

@@ -20,16 +20,15 @@
 static const char *DSN;
 static char DIR_[256], RULES[300], SECRET[300];
 
-static const char *RULES_OK =
-    "version: 1\n"
-    "purposes:\n"
-    "  support: { roles: [app] }\n"
-    "tables:\n"
-    "  pvtest.people:\n"
-    "    subject: id\n"
-    "    columns:\n"
-    "      email: { default: hash, support: clear }\n"
-    "      born: \"generalize(year)\"\n";
+static const char *RULES_OK = "version: 1\n"
+                              "purposes:\n"
+                              "  support: { roles: [app] }\n"
+                              "tables:\n"
+                              "  pvtest.people:\n"
+                              "    subject: id\n"
+                              "    columns:\n"
+                              "      email: { default: hash, support: clear }\n"
+                              "      born: \"generalize(year)\"\n";
 
 static PGconn *db_connect(const char *dbname) {
   const char *k[] = {"dbname", dbname ? "dbname" : NULL, NULL};
@@ -115,14 +114,15 @@ static char *run_check(const char *rules, bool with_dsn, int *rc) {
 }
 
 static void setup_db(const char *dbname) {
-  CHECK(sql(dbname, "SET client_min_messages = warning;"
-                    "DROP SCHEMA IF EXISTS pvtest CASCADE; CREATE SCHEMA pvtest;"
-                    "CREATE DOMAIN pvtest.email_t AS varchar(80);"
-                    "CREATE TABLE pvtest.people (id int PRIMARY KEY, "
-                    " email pvtest.email_t, born date, note text, city text)"
-                    " PARTITION BY RANGE (id);"
-                    "CREATE TABLE pvtest.people_1 PARTITION OF pvtest.people "
-                    " FOR VALUES FROM (0) TO (1000)"));
+  CHECK(sql(dbname,
+            "SET client_min_messages = warning;"
+            "DROP SCHEMA IF EXISTS pvtest CASCADE; CREATE SCHEMA pvtest;"
+            "CREATE DOMAIN pvtest.email_t AS varchar(80);"
+            "CREATE TABLE pvtest.people (id int PRIMARY KEY, "
+            " email pvtest.email_t, born date, note text, city text)"
+            " PARTITION BY RANGE (id);"
+            "CREATE TABLE pvtest.people_1 PARTITION OF pvtest.people "
+            " FOR VALUES FROM (0) TO (1000)"));
 }
 
 static void test_check(void) {
@@ -140,16 +140,22 @@ static void test_check(void) {
   CHECK(strstr(out, "catalog not checked") != NULL);
 
   char bad[2048];
-  snprintf(bad, sizeof bad, "%s      phone: withhold\n"
-                            "      note: \"generalize(year)\"\n", RULES_OK);
+  snprintf(bad, sizeof bad,
+           "%s      phone: withhold\n"
+           "      note: \"generalize(year)\"\n",
+           RULES_OK);
   out = run_check(bad, true, &rc);
   CHECK_EQ(rc, 1);
   char want[600];
-  snprintf(want, sizeof want, "%s:10:7: column pvtest.people.phone does not "
-           "exist in database", RULES);
+  snprintf(want, sizeof want,
+           "%s:10:7: column pvtest.people.phone does not "
+           "exist in database",
+           RULES);
   CHECK(strstr(out, want) != NULL);
-  snprintf(want, sizeof want, "%s:11:13: action generalize(year) (default) "
-           "does not fit column pvtest.people.note of type text", RULES);
+  snprintf(want, sizeof want,
+           "%s:11:13: action generalize(year) (default) "
+           "does not fit column pvtest.people.note of type text",
+           RULES);
   CHECK(strstr(out, want) != NULL);
   CHECK(strstr(out, "catalog INVALID: 2 problems") != NULL);
   if (rc != 1)
@@ -206,7 +212,8 @@ static void check_resolved(pv_policy_holder_t *h) {
   const pv_policy_db_t *d = pv_policy_db(p, DBNAME);
   CHECK(d && !pv_policy_db_error(d));
   uint32_t oid = people_oid(),
-           part = query_u32("SELECT 'pvtest.people_1'::pg_catalog.regclass::oid");
+           part =
+               query_u32("SELECT 'pvtest.people_1'::pg_catalog.regclass::oid");
   const pv_policy_col_t *c = pv_policy_column(d, oid, 2);
   CHECK(c && !strcmp(c->rule->name, "email"));
   CHECK(c && c->type_oid == 1043 && c->typmod == 84); /* the domain's base */
@@ -369,8 +376,10 @@ static void test_periodic(void) {
     return;
   }
   CHECK(sql(NULL, "ALTER TABLE pvtest.people DROP COLUMN born"));
-  CHECK(wait_for(&h, db_failed_with, "column pvtest.people.born does not "
-                                     "exist", 5000));
+  CHECK(wait_for(&h, db_failed_with,
+                 "column pvtest.people.born does not "
+                 "exist",
+                 5000));
   pv_control_stop(ctl);
   pv_policy_holder_dispose(&h);
 

@@ -18,33 +18,32 @@
 
 /* Line numbers matter: messages are checked against them. */
 static const char *RULES =
-    "version: 1\n"                                   /* 1 */
-    "purposes:\n"                                    /* 2 */
-    "  marketing: { roles: [app] }\n"                /* 3 */
-    "  support: { roles: [app] }\n"                  /* 4 */
-    "tables:\n"                                      /* 5 */
-    "  public.customers:\n"                          /* 6 */
-    "    subject: id\n"                              /* 7 */
-    "    columns:\n"                                 /* 8 */
-    "      email:\n"                                 /* 9 */
-    "        default: hash\n"                        /* 10 */
-    "        marketing: clear\n"                     /* 11 */
-    "      birth_date:\n"                            /* 12 */
-    "        default: \"generalize(year)\"\n"        /* 13 */
-    "        support: clear\n"                       /* 14 */
-    "      full_name: withhold\n"                    /* 15 */
-    "  crm.tickets:\n"                               /* 16 */
-    "    subject: customer_id\n"                     /* 17 */
-    "    columns:\n"                                 /* 18 */
+    "version: 1\n"                                         /* 1 */
+    "purposes:\n"                                          /* 2 */
+    "  marketing: { roles: [app] }\n"                      /* 3 */
+    "  support: { roles: [app] }\n"                        /* 4 */
+    "tables:\n"                                            /* 5 */
+    "  public.customers:\n"                                /* 6 */
+    "    subject: id\n"                                    /* 7 */
+    "    columns:\n"                                       /* 8 */
+    "      email:\n"                                       /* 9 */
+    "        default: hash\n"                              /* 10 */
+    "        marketing: clear\n"                           /* 11 */
+    "      birth_date:\n"                                  /* 12 */
+    "        default: \"generalize(year)\"\n"              /* 13 */
+    "        support: clear\n"                             /* 14 */
+    "      full_name: withhold\n"                          /* 15 */
+    "  crm.tickets:\n"                                     /* 16 */
+    "    subject: customer_id\n"                           /* 17 */
+    "    columns:\n"                                       /* 18 */
     "      body: { default: withhold, support: clear }\n"; /* 19 */
 
-static const char *RULES_NOHASH =
-    "version: 1\n"
-    "tables:\n"
-    "  public.customers:\n"
-    "    subject: id\n"
-    "    columns:\n"
-    "      email: \"mask(keep_last=2)\"\n";
+static const char *RULES_NOHASH = "version: 1\n"
+                                  "tables:\n"
+                                  "  public.customers:\n"
+                                  "    subject: id\n"
+                                  "    columns:\n"
+                                  "      email: \"mask(keep_last=2)\"\n";
 
 #define CUST 16400u
 #define PART 16500u /* a partition of customers, other column order */
@@ -65,7 +64,8 @@ static pv_rules_t *load_rules(const char *text) {
 static uint32_t tidx(const pv_rules_t *r, const char *schema,
                      const char *name) {
   for (size_t i = 0; i < r->ntables; i++)
-    if (!strcmp(r->tables[i].schema, schema) && !strcmp(r->tables[i].name, name))
+    if (!strcmp(r->tables[i].schema, schema) &&
+        !strcmp(r->tables[i].name, name))
       return (uint32_t)i;
   CHECK(0);
   return 0;
@@ -79,8 +79,8 @@ typedef struct {
 static void add(rows_t *rs, uint32_t idx, uint32_t relid, bool child,
                 const char *att, int16_t attnum, uint32_t type, int32_t typmod,
                 const char *tname) {
-  rs->v[rs->n++] = (pv_catalog_row_t){idx, relid, child, att, attnum, type,
-                                      typmod, tname};
+  rs->v[rs->n++] =
+      (pv_catalog_row_t){idx, relid, child, att, attnum, type, typmod, tname};
 }
 
 /* A catalog that matches RULES: customers, a partition of it, tickets. */
@@ -115,8 +115,7 @@ static pv_catalog_t *build_ok(const pv_rules_t *r, const rows_t *rs,
 static char *build_fail(const pv_rules_t *r, const rows_t *rs, size_t *count) {
   pv_catalog_t *cat = NULL;
   pv_rules_errors_t *e = NULL;
-  CHECK_EQ(pv_catalog_build(r, "crm", rs->v, rs->n, 100, &cat, &e),
-           PV_ENOENT);
+  CHECK_EQ(pv_catalog_build(r, "crm", rs->v, rs->n, 100, &cat, &e), PV_ENOENT);
   CHECK(cat == NULL);
   CHECK(e != NULL);
   static char buf[4096];
@@ -156,7 +155,7 @@ static void test_lookups(void) {
   CHECK(pv_catalog_column(cat, CUST, 5) == NULL); /* city: unprotected */
   CHECK(pv_catalog_column(cat, CUST, 1) == NULL); /* id: subject only */
   CHECK(pv_catalog_column(cat, CUST, 99) == NULL);
-  CHECK(pv_catalog_column(cat, 0, 3) == NULL);    /* computed column */
+  CHECK(pv_catalog_column(cat, 0, 3) == NULL); /* computed column */
   CHECK(pv_catalog_column(cat, CUST, 0) == NULL);
   CHECK(pv_catalog_column(cat, CUST, -2) == NULL); /* system column */
   CHECK(pv_catalog_column(cat, 12345, 3) == NULL);
@@ -195,8 +194,8 @@ static void test_many_columns(void) {
                               "version: 1\ntables:\n  public.wide:\n"
                               "    subject: c0\n    columns:\n");
   for (int i = 1; i <= 600; i++)
-    n += (size_t)snprintf(text + n, sizeof text - n, "      c%d: withhold\n",
-                          i);
+    n +=
+        (size_t)snprintf(text + n, sizeof text - n, "      c%d: withhold\n", i);
   pv_rules_t *r = load_rules(text);
   if (!r)
     return;
@@ -206,9 +205,14 @@ static void test_many_columns(void) {
   for (uint32_t rel = 0; rel < 2; rel++)
     for (int i = 0; i <= 600; i++) {
       snprintf(names[nr], sizeof names[nr], "c%d", i);
-      rows[nr] = (pv_catalog_row_t){0, 20000 + rel, rel == 1, names[nr],
+      rows[nr] = (pv_catalog_row_t){0,
+                                    20000 + rel,
+                                    rel == 1,
+                                    names[nr],
                                     (int16_t)(rel ? 601 - i : i + 1),
-                                    PV_OID_TEXT, -1, "text"};
+                                    PV_OID_TEXT,
+                                    -1,
+                                    "text"};
       nr++;
     }
   pv_catalog_t *cat = NULL;
@@ -220,7 +224,8 @@ static void test_many_columns(void) {
     char want[16];
     snprintf(want, sizeof want, "c%d", i);
     const pv_catalog_col_t *a = pv_catalog_column(cat, 20000, (int16_t)(i + 1));
-    const pv_catalog_col_t *b = pv_catalog_column(cat, 20001, (int16_t)(601 - i));
+    const pv_catalog_col_t *b =
+        pv_catalog_column(cat, 20001, (int16_t)(601 - i));
     bad += !a || strcmp(a->rule->name, want) || a->subject_attnum != 1;
     bad += !b || strcmp(b->rule->name, want) || b->subject_attnum != 601;
   }
@@ -371,12 +376,12 @@ static void test_secret(void) {
   pv_action_t h = {.kind = PV_ACT_HASH};
   uint8_t a[64], b[64], c[64];
   const uint8_t v[] = "alice@example.com";
-  int64_t na = pv_mask_apply(&h, k0, "public.customers.email", PV_OID_TEXT,
-                             -1, 0, v, sizeof v - 1, a, sizeof a);
-  int64_t nb = pv_mask_apply(&h, k1, "public.customers.email", PV_OID_TEXT,
-                             -1, 0, v, sizeof v - 1, b, sizeof b);
-  int64_t nc = pv_mask_apply(&h, k0, "public.customers.email", PV_OID_TEXT,
-                             -1, 0, v, sizeof v - 1, c, sizeof c);
+  int64_t na = pv_mask_apply(&h, k0, "public.customers.email", PV_OID_TEXT, -1,
+                             0, v, sizeof v - 1, a, sizeof a);
+  int64_t nb = pv_mask_apply(&h, k1, "public.customers.email", PV_OID_TEXT, -1,
+                             0, v, sizeof v - 1, b, sizeof b);
+  int64_t nc = pv_mask_apply(&h, k0, "public.customers.email", PV_OID_TEXT, -1,
+                             0, v, sizeof v - 1, c, sizeof c);
   CHECK(na == (int64_t)sizeof v - 1 && nb == na && nc == na);
   CHECK(memcmp(a, b, (size_t)na) != 0);
   CHECK(memcmp(a, c, (size_t)na) == 0);
@@ -393,10 +398,12 @@ static void test_snapshot_dbs(void) {
   good_rows(r, &rs);
 
   pv_policy_t *p1 = NULL, *p2 = NULL, *p3 = NULL, *p4 = NULL;
-  CHECK_EQ(pv_policy_with_db(p0, "crm", build_ok(r, &rs, "crm"), NULL, false,
-                             &p1), PV_OK);
-  CHECK_EQ(pv_policy_with_db(p1, "alpha", NULL, "pgveil: cannot read", true,
-                             &p2), PV_OK);
+  CHECK_EQ(
+      pv_policy_with_db(p0, "crm", build_ok(r, &rs, "crm"), NULL, false, &p1),
+      PV_OK);
+  CHECK_EQ(
+      pv_policy_with_db(p1, "alpha", NULL, "pgveil: cannot read", true, &p2),
+      PV_OK);
   CHECK(pv_policy_db(p0, "crm") == NULL); /* p0 unchanged */
   CHECK_EQ(pv_policy_ndbs(p2), 2);
   CHECK_STR(pv_policy_db_name(pv_policy_db_at(p2, 0)), "alpha");
@@ -428,8 +435,9 @@ static void test_snapshot_dbs(void) {
   pv_policy_t *bad = NULL;
   CHECK_EQ(pv_policy_with_db(p0, "x", NULL, NULL, false, &bad), PV_EINVAL);
   pv_policy_t *other = new_policy(RULES);
-  CHECK_EQ(pv_policy_with_db(other, "x", build_ok(r, &rs, "x"), NULL, false,
-                             &bad), PV_EINVAL);
+  CHECK_EQ(
+      pv_policy_with_db(other, "x", build_ok(r, &rs, "x"), NULL, false, &bad),
+      PV_EINVAL);
   CHECK(bad == NULL);
 
   /* Releasing older snapshots first must keep shared parts alive. */
@@ -456,9 +464,9 @@ static void test_holder(void) {
   pv_policy_t *q = NULL;
   rows_t rs;
   good_rows(pv_policy_rules(a), &rs);
-  CHECK_EQ(pv_policy_with_db(a, "crm", build_ok(pv_policy_rules(a), &rs,
-                                                "crm"),
-                             NULL, false, &q), PV_OK);
+  CHECK_EQ(pv_policy_with_db(a, "crm", build_ok(pv_policy_rules(a), &rs, "crm"),
+                             NULL, false, &q),
+           PV_OK);
   pv_policy_publish(&h, q);
   pv_policy_t *b = pv_policy_acquire(&h);
   CHECK(b == q);
@@ -519,9 +527,9 @@ static void test_race(void) {
   pv_policy_t *ok = NULL;
   CHECK_EQ(pv_policy_with_db(base, "crm",
                              build_ok(pv_policy_rules(base), &rs, "crm"), NULL,
-                             false, &ok), PV_OK);
-  CHECK_EQ(pv_policy_with_db(ok, "crm", NULL, "pgveil: x", false, &cur),
+                             false, &ok),
            PV_OK);
+  CHECK_EQ(pv_policy_with_db(ok, "crm", NULL, "pgveil: x", false, &cur), PV_OK);
   pv_policy_release(base);
   pv_policy_release(ok);
   pv_policy_publish(&h, pv_policy_ref(cur));
@@ -535,12 +543,12 @@ static void test_race(void) {
     sched_yield(); /* both readers in the loop before the swaps start */
   for (int i = 2; i <= 3000; i++) {
     pv_policy_t *next = NULL;
-    int rc = i % 2 == 0
-                 ? pv_policy_with_db(cur, "crm",
-                                     build_ok(pv_policy_rules(cur), &rs, "crm"),
-                                     NULL, false, &next)
-                 : pv_policy_with_db(cur, "crm", NULL, "pgveil: x", false,
-                                     &next);
+    int rc =
+        i % 2 == 0
+            ? pv_policy_with_db(cur, "crm",
+                                build_ok(pv_policy_rules(cur), &rs, "crm"),
+                                NULL, false, &next)
+            : pv_policy_with_db(cur, "crm", NULL, "pgveil: x", false, &next);
     CHECK_EQ(rc, PV_OK);
     if (rc)
       break;
