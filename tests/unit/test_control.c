@@ -413,8 +413,8 @@ int main(void) {
     return 1;
   snprintf(DBNAME, sizeof DBNAME, "%s", PQdb(pg));
   PQfinish(pg);
-  sql(NULL, "DROP DATABASE IF EXISTS pvtest_other");
-  sql(NULL, "DROP DATABASE IF EXISTS pvtest_empty");
+  sql(NULL, "DROP DATABASE IF EXISTS pvtest_other WITH (FORCE)");
+  sql(NULL, "DROP DATABASE IF EXISTS pvtest_empty WITH (FORCE)");
   CHECK(sql(NULL, "CREATE DATABASE pvtest_other"));
   CHECK(sql(NULL, "CREATE DATABASE pvtest_empty"));
   setup_db(NULL);
@@ -429,8 +429,8 @@ int main(void) {
   RUN(test_periodic);
 
   sql(NULL, "DROP SCHEMA IF EXISTS pvtest CASCADE");
-  sql(NULL, "DROP DATABASE IF EXISTS pvtest_other");
-  sql(NULL, "DROP DATABASE IF EXISTS pvtest_empty");
+  sql(NULL, "DROP DATABASE IF EXISTS pvtest_other WITH (FORCE)");
+  sql(NULL, "DROP DATABASE IF EXISTS pvtest_empty WITH (FORCE)");
   unlink(RULES);
   unlink(SECRET);
   rmdir(DIR_);
