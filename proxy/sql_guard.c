@@ -391,6 +391,9 @@ int g_analyze_stmt_node(gctx_t *c, const PgQuery__Node *n, gscope_t *parent,
   switch (n->node_case) {
   case NK(SELECT_STMT):
     g_select(c, n->select_stmt, parent, out, nout, &names);
+    /* set operations merge their branches only here */
+    for (size_t i = 0; i < *nout && g_ok(c); i++)
+      g_use_col(c, &(*out)[i], U_OUTPUT);
     if (n->select_stmt->into_clause)
       no_protected_out(c, *out, *nout, "SELECT INTO (it would copy the value)");
     return PV_GSTMT_SELECT;

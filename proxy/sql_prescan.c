@@ -199,13 +199,15 @@ bool pv_guard_prescan(const pv_guard_names_t *names, const char *sql,
 }
 
 bool pv_guard_search_path_trusted(const char *const *sp, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    if (!sp[i])
-      continue;
-    if (!strcmp(sp[i], "pg_catalog"))
-      return true;
-    if (strcmp(sp[i], "pg_temp") != 0 && strncmp(sp[i], "pg_temp_", 8) != 0)
+  size_t cat = n;
+  for (size_t i = 0; i < n && cat == n; i++)
+    if (sp[i] && !strcmp(sp[i], "pg_catalog"))
+      cat = i;
+  if (cat == n)
+    return true; /* pg_catalog not listed: searched first */
+  for (size_t i = 0; i < cat; i++)
+    if (sp[i] && strcmp(sp[i], "pg_temp") != 0 &&
+        strncmp(sp[i], "pg_temp_", 8) != 0)
       return false; /* a schema before pg_catalog can shadow built-ins */
-  }
-  return true; /* pg_catalog not listed: searched first */
+  return true;
 }

@@ -1173,7 +1173,7 @@ static void group_clause(gctx_t *c, gscope_t *sc, PgQuery__Node **v, size_t n,
 }
 
 static void merge_setop(gctx_t *c, gcol_t *l, const gcol_t *r) {
-  bool same = l->plain && r->plain && l->prot == r->prot &&
+  bool same = l->plain && r->plain && !l->prot == !r->prot &&
               streq(l->schema, r->schema) && streq(l->table, r->table) &&
               streq(l->base, r->base);
   if (same) {
