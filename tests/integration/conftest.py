@@ -63,6 +63,21 @@ def _per_test_timeout():
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, attach the tail of the pgveil stderr the test talked to."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when != "call" or not rep.failed:
+        return
+    for name in ("pgveil", "tagged", "small_limit"):
+        ep = item.funcargs.get(name) if hasattr(item, "funcargs") else None
+        proxy = getattr(ep, "proxy", None)
+        if proxy is not None:
+            tail = "\n".join(proxy.logs().splitlines()[-40:])
+            rep.sections.append(("pgveil stderr (%s, last 40 lines)" % name, tail))
+
+
 @pytest.fixture(scope="session")
 def pg():
     server = PgServer()
