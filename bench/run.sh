@@ -186,7 +186,7 @@ fi
 # ---- 3-5. measurements, 6. report -------------------------------------------
 mkdir -p "$OUT_DIR"
 # In the background + wait, so a TERM/INT to this script is handled at once.
-GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+GIT_REV=${GIT_REV:-$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)}
 VEIL_NOTE="$VEIL_NOTE" WORKERS="$WORKERS" GIT_REV="$GIT_REV" BENCH_CMD="$BENCH_CMD" \
   "$PY" "$HERE/measure.py" --targets "$TARGETS" --out "$OUT_DIR" --tmp "$TMP" &
 MEASURE_PID=$!
