@@ -1,0 +1,1 @@
+SELECT upper(email) FROM customers WHERE ssn = '1' ORDER BY ssn

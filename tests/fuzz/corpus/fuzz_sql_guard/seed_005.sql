@@ -1,0 +1,1 @@
+WITH RECURSIVE r(i, s) AS (SELECT 0, ssn FROM customers UNION ALL SELECT i + 1, substr(s, 2) FROM r WHERE s <> '') SELECT s FROM r

@@ -1,0 +1,1 @@
+SELECT o.id, x.s FROM orders o, LATERAL (SELECT ssn AS s FROM customers c WHERE c.id = o.customer_id) x

@@ -1,0 +1,1 @@
+COPY customers TO STDOUT (FORMAT binary); COPY (SELECT id, ssn FROM customers) TO STDOUT WITH (FORMAT csv, HEADER)

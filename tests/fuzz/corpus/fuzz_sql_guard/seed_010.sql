@@ -1,0 +1,1 @@
+SET pgveil.purpose = 'support'; RESET pgveil.purpose; SHOW pgveil.purpose; DISCARD ALL

@@ -1,0 +1,1 @@
+SELECT set_config('search_path', '', false); SELECT set_config('pgveil.purpose', 'x', false)

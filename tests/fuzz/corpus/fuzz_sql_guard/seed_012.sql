@@ -1,0 +1,1 @@
+DO $$ BEGIN PERFORM pg_notify('x', (SELECT ssn FROM customers LIMIT 1)); END $$

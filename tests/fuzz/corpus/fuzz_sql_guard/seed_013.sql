@@ -1,0 +1,1 @@
+PREPARE p(int) AS SELECT email FROM customers WHERE id > $1; EXECUTE p(1); DECLARE c BINARY CURSOR FOR SELECT ssn FROM customers

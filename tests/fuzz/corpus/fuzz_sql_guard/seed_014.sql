@@ -1,0 +1,1 @@
+INSERT INTO orders SELECT id, id, 1 FROM customers ON CONFLICT (id) DO UPDATE SET total = excluded.total RETURNING *

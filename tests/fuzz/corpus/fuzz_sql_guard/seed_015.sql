@@ -1,0 +1,1 @@
+UPDATE customers SET city = ssn WHERE id = 1 RETURNING id; DELETE FROM orders o USING customers c WHERE c.ssn = 'x'

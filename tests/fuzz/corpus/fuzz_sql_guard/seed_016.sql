@@ -1,0 +1,1 @@
+SELECT U&"\0065mail", "ssn", customers.* FROM customers NATURAL JOIN orders FULL JOIN v USING (id)

@@ -1,0 +1,1 @@
+SELECT count(*) FILTER (WHERE ssn LIKE '9%'), array_agg(id ORDER BY email) OVER (PARTITION BY city) FROM customers GROUP BY ROLLUP (city)

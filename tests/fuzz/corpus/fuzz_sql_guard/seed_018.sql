@@ -1,0 +1,1 @@
+SELECT * FROM pg_stats; EXPLAIN ANALYZE SELECT ssn FROM customers; CREATE VIEW x AS SELECT ssn FROM customers

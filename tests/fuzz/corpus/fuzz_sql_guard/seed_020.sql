@@ -1,0 +1,1 @@
+SELECT xmlelement(name a, xmlattributes(email AS e)), CASE ssn WHEN '1' THEN 1 END, (string_to_array(ssn, '-'))[1:2] FROM customers
