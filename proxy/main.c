@@ -11,6 +11,8 @@
 #include <uv.h>
 
 #include "pgveil/config.h"
+#include "pgveil/control.h"
+#include "pgveil/policy.h"
 #include "pgveil/log.h"
 #include "pgveil/worker.h"
 
@@ -19,7 +21,8 @@
 typedef struct {
   pv_worker_t *workers;
   unsigned nworkers;
-  uv_signal_t sigterm, sigint;
+  uv_signal_t sigterm, sigint, sighup;
+  pv_control_t *control;
   bool stopping;
 } pv_main_t;
 
@@ -55,10 +58,43 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
     pv_worker_request_stop(&m->workers[i]);
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
+  uv_close((uv_handle_t *)&m->sighup, NULL);
+}
+
+static void on_reload_signal(uv_signal_t *sig, int signum) {
+  pv_main_t *m = sig->data;
+  (void)signum;
+  if (!m->control) {
+    pv_log(PV_LOG_INFO, "SIGHUP: --passthrough, no rules to reload");
+    return;
+  }
+  pv_log(PV_LOG_INFO, "SIGHUP: reloading rules");
+  pv_control_reload(m->control);
+}
+
+/* Loads the rules, resolves them and starts the control thread; exits the
+ * process on failure (pgveil refuses to start on invalid rules). */
+static int start_control(const pv_config_t *cfg, pv_shared_t *sh,
+                         pv_policy_holder_t *holder) {
+  if (pv_policy_holder_init(holder) != PV_OK) {
+    fprintf(stderr, "pgveil: out of memory\n");
+    return 1;
+  }
+  if (!cfg->rules_path[0])
+    return 0;
+  char err[512];
+  if (pv_control_start(cfg, holder, NULL, &sh->control, err, sizeof err) !=
+      PV_OK) {
+    fprintf(stderr, "pgveil: %s\n", err);
+    return 1;
+  }
+  sh->policy = holder;
+  return 0;
 }
 
 static int serve(const pv_config_t *cfg) {
   pv_shared_t shared = {.cfg = cfg};
+  pv_policy_holder_t holder;
   if (resolve_upstream(cfg, &shared))
     return EXIT_USAGE;
   unsigned n = cfg->workers;
@@ -83,6 +119,9 @@ static int serve(const pv_config_t *cfg) {
   }
   if (cfg->passthrough)
     pv_log(PV_LOG_WARN, "--passthrough: no rules loaded, NOTHING IS MASKED");
+  if (start_control(cfg, &shared, &holder))
+    return 1;
+  m.control = shared.control;
   for (unsigned i = 0; i < n; i++) {
     int rc = pv_worker_start(&m.workers[i], i, &shared, fds[i]);
     if (rc) {
@@ -98,12 +137,16 @@ static int serve(const pv_config_t *cfg) {
   uv_loop_t *loop = uv_default_loop();
   uv_signal_init(loop, &m.sigterm);
   uv_signal_init(loop, &m.sigint);
-  m.sigterm.data = m.sigint.data = &m;
+  uv_signal_init(loop, &m.sighup);
+  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
   uv_signal_start(&m.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&m.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&m.sighup, on_reload_signal, SIGHUP);
   uv_run(loop, UV_RUN_DEFAULT);
   for (unsigned i = 0; i < n; i++)
     pv_worker_join(&m.workers[i]);
+  pv_control_stop(shared.control);
+  pv_policy_holder_dispose(&holder);
   uv_loop_close(loop);
   free(m.workers);
   free(fds);
@@ -111,11 +154,6 @@ static int serve(const pv_config_t *cfg) {
   return 0;
 }
 
-static int check_rules(const pv_config_t *cfg) {
-  fprintf(stderr, "pgveil: --check is not available in this build yet\n");
-  (void)cfg;
-  return 1;
-}
 
 static const char *env_get(const char *name) { return getenv(name); }
 
@@ -135,13 +173,9 @@ int main(int argc, char **argv) {
     printf("pgveil %s\n", PV_VERSION);
     return 0;
   case PV_MODE_CHECK:
-    return check_rules(&cfg);
+    return pv_control_check(&cfg, stdout);
   case PV_MODE_SERVE:
     break;
-  }
-  if (cfg.rules_path[0]) {
-    fprintf(stderr, "pgveil: --rules is not available in this build yet\n");
-    return EXIT_USAGE;
   }
   return serve(&cfg);
 }

@@ -12,6 +12,8 @@
 #include <uv.h>
 
 #include "pgveil/config.h"
+#include "pgveil/control.h"
+#include "pgveil/policy.h"
 
 /* Shared by every worker; owner: main(), outlives all workers. */
 typedef struct {
@@ -20,6 +22,8 @@ typedef struct {
   socklen_t upstream_len;
   atomic_uint clients;   /* live client connections, all workers */
   atomic_ullong sessions; /* sessions ever accepted (ids) */
+  pv_policy_holder_t *policy; /* NULL in --passthrough */
+  pv_control_t *control;      /* NULL in --passthrough */
 } pv_shared_t;
 
 typedef struct pv_session pv_session_t;
