@@ -14,6 +14,8 @@
 #include "pgveil/pg_frame.h"
 #include "pgveil/pg_msg_backend.h"
 #include "pgveil/pg_msg_frontend.h"
+#include "pgveil/pg_options.h"
+#include "pgveil/plan_actions.h"
 #include "pgveil/row_plan.h"
 #include "pgveil/row_rewrite.h"
 
@@ -21,6 +23,7 @@
 #define STARTUP_PARAMS_MAX 64 /* parameters in a StartupMessage */
 #define EMIT_IOV_MAX 64       /* slices gathered before a write */
 #define PURPOSE_MAX 64        /* bytes of a pgveil.purpose value */
+#define NAME_MAX_BYTES 64     /* role and database names (NAMEDATALEN) */
 
 typedef enum {
   S_STARTUP,    /* waiting for the client's startup packet */
@@ -66,8 +69,21 @@ struct pv_session {
   pv_tracker_t *tracker;
   uint8_t *startup; /* packet for the upstream, until written */
   size_t startup_len;
-  char purpose[PURPOSE_MAX]; /* declared via startup pgveil.purpose */
+  char purpose_name[PURPOSE_MAX]; /* declared at startup, "" if none */
+  char role[NAME_MAX_BYTES], dbname[NAME_MAX_BYTES]; /* from startup */
+  int purpose;               /* index into the rules, or PV_PURPOSE_NONE */
+  pv_policy_t *policy;       /* reference held; NULL in --passthrough */
+  const pv_policy_db_t *db;  /* this database's resolution in policy */
+  uv_async_t *db_async;      /* while waiting for the control thread */
+  bool db_waited;            /* asked the control thread once already */
 };
+
+/* Row-plan extension: the plan's actions under the snapshot generation
+ * they were built from. Owner: the plan (ext_free). */
+typedef struct {
+  uint64_t generation;
+  pv_row_actions_t *ra;
+} plan_ext_t;
 
 /* Slices gathered for one write to dst. Rewritten or injected bytes live in
  * the worker's scratch, valid until the flush. */
@@ -312,6 +328,7 @@ static void session_free(pv_session_t *s) {
   }
   free(s->startup);
   pv_tracker_free(s->tracker);
+  pv_policy_release(s->policy);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -325,6 +342,10 @@ static void session_free(pv_session_t *s) {
 
 static void on_handle_closed(uv_handle_t *h) {
   pv_session_t *s = h->data;
+  if (h == (uv_handle_t *)s->db_async) {
+    free(s->db_async);
+    s->db_async = NULL;
+  }
   if (--s->open_handles == 0)
     session_free(s);
 }
@@ -346,6 +367,10 @@ static void session_close(pv_session_t *s) {
     close_handle(s, (uv_handle_t *)&s->server.tcp);
   if (s->timer_open)
     close_handle(s, (uv_handle_t *)&s->timer);
+  if (s->db_async) {
+    pv_control_cancel(s->w->shared->control, s->db_async);
+    close_handle(s, (uv_handle_t *)s->db_async);
+  }
 }
 
 /* Stops reading and closes once the client has received what is queued. */
@@ -502,19 +527,49 @@ static void connect_upstream(pv_session_t *s) {
 
 /* ---- startup --------------------------------------------------------- */
 
+/* Remembers role, database and a declared purpose (startup parameter
+ * pgveil.purpose, or -c pgveil.purpose=... in options; the parameter wins).
+ * Returns PV_OK or PV_EINVAL for a value that does not fit. */
+static int note_startup_param(pv_session_t *s, const pv_param_t *p) {
+  const char *k = p->key;
+  char *dst = NULL;
+  size_t cap = 0;
+  if (strcmp(k, "user") == 0)
+    dst = s->role, cap = sizeof s->role;
+  else if (strcmp(k, "database") == 0)
+    dst = s->dbname, cap = sizeof s->dbname;
+  else if (strcmp(k, "pgveil.purpose") == 0)
+    dst = s->purpose_name, cap = sizeof s->purpose_name;
+  if (dst) {
+    if (strlen(p->val) >= cap)
+      return PV_EINVAL;
+    strcpy(dst, p->val);
+  } else if (strcmp(k, "options") == 0 && !s->purpose_name[0]) {
+    int rc = pv_options_find(p->val, "pgveil.purpose", s->purpose_name,
+                             sizeof s->purpose_name);
+    if (rc < 0)
+      return PV_EINVAL;
+  }
+  return PV_OK;
+}
+
 /* Builds the StartupMessage for the upstream: the client's parameters
- * without pgveil's own (kept for the session). */
+ * without pgveil's own, except pgveil.purpose, which the server keeps as a
+ * custom setting (current_setting('pgveil.purpose') for RLS, triggers). */
 static int prepare_startup(pv_session_t *s, const pv_startup_t *st) {
   pv_param_t kept[STARTUP_PARAMS_MAX];
   size_t nkept = 0;
+  for (size_t i = 0; i < st->nparams; i++)
+    if (note_startup_param(s, &st->params[i]) != PV_OK)
+      return PV_EINVAL;
   for (size_t i = 0; i < st->nparams; i++) {
-    if (strncmp(st->params[i].key, "pgveil.", 7) == 0) {
-      if (strcmp(st->params[i].key, "pgveil.purpose") == 0)
-        snprintf(s->purpose, sizeof s->purpose, "%s", st->params[i].val);
+    if (strncmp(st->params[i].key, "pgveil.", 7) == 0 &&
+        strcmp(st->params[i].key, "pgveil.purpose") != 0)
       continue;
-    }
     kept[nkept++] = st->params[i];
   }
+  if (!s->dbname[0])
+    strcpy(s->dbname, s->role); /* PostgreSQL's default database */
   size_t cap = STARTUP_MAX + 16;
   s->startup = malloc(cap);
   if (!s->startup)
@@ -619,21 +674,166 @@ static int enter_ready(pv_session_t *s) {
   return PV_OK;
 }
 
-static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
-                           const uint8_t *raw, size_t rawlen,
-                           const pv_be_effect_t *eff) {
-  if (!cfg_of(s)->debug_tag_rows) {
-    emit_span(e, raw, rawlen);
+/* ---- policy ---------------------------------------------------------- */
+
+enum { POLICY_OK = 0, POLICY_WAIT = 1 };
+
+static void on_db_ready(uv_async_t *a) {
+  pv_session_t *s = a->data;
+  pv_control_cancel(s->w->shared->control, a);
+  close_handle(s, (uv_handle_t *)a);
+  if (s->closing)
+    return;
+  s->db_waited = true;
+  s->server.held = false;
+  start_reading(&s->server);
+  pump(s, &s->server);
+}
+
+/* Asks the control thread to resolve this session's database. */
+static int wait_for_db(pv_session_t *s) {
+  s->db_async = malloc(sizeof *s->db_async);
+  if (!s->db_async || uv_async_init(&s->w->loop, s->db_async, on_db_ready)) {
+    free(s->db_async);
+    s->db_async = NULL;
+    return PV_ENOMEM;
+  }
+  s->db_async->data = s;
+  s->open_handles++;
+  int rc = pv_control_request_db(s->w->shared->control, s->dbname,
+                                 s->db_async);
+  if (rc) {
+    close_handle(s, (uv_handle_t *)s->db_async);
+    return rc;
+  }
+  s->server.held = true;
+  stop_reading(&s->server);
+  return POLICY_WAIT;
+}
+
+/* Authorizes the declared purpose, or picks the role's default. */
+static bool settle_purpose(pv_session_t *s) {
+  const pv_rules_t *rules = pv_policy_rules(s->policy);
+  if (!s->purpose_name[0]) {
+    s->purpose = pv_rules_default_purpose(rules, s->role);
+    return true;
+  }
+  s->purpose = pv_rules_purpose_find(rules, s->purpose_name);
+  if (s->purpose != PV_PURPOSE_UNKNOWN &&
+      pv_rules_role_may_declare(rules, s->role, s->purpose))
+    return true;
+  fail_session(s, "FATAL", "42501",
+               "pgveil: role \"%s\" may not declare purpose \"%s\"", s->role,
+               s->purpose_name);
+  return false;
+}
+
+/* At the first ReadyForQuery: takes the policy, settles the purpose and
+ * this database's resolution. Returns POLICY_OK, POLICY_WAIT (the session
+ * is parked until the control thread answers) or an error after failing
+ * the session. */
+static int attach_policy(pv_session_t *s) {
+  if (!s->policy)
+    s->policy = pv_policy_acquire(s->w->shared->policy);
+  if (!s->policy) {
+    fail_session(s, "FATAL", "08004", "pgveil: no rules are loaded");
+    return PV_ESTATE;
+  }
+  if (!settle_purpose(s))
+    return PV_EDENIED;
+  s->db = pv_policy_db(s->policy, s->dbname);
+  if ((!s->db || pv_policy_db_transient(s->db)) && !s->db_waited) {
+    int rc = wait_for_db(s);
+    if (rc == POLICY_WAIT)
+      return rc;
+  }
+  /* The answer may be in a newer snapshot than the one we hold. */
+  pv_policy_release(s->policy);
+  s->policy = pv_policy_acquire(s->w->shared->policy);
+  s->db = s->policy ? pv_policy_db(s->policy, s->dbname) : NULL;
+  const char *err = s->db ? pv_policy_db_error(s->db) : "not resolved";
+  if (!s->db || err) {
+    fail_session(s, "FATAL", "08004",
+                 "pgveil: database \"%s\" cannot be served: %s", s->dbname,
+                 err ? err : "not resolved");
+    return PV_ESTATE;
+  }
+  pv_log(PV_LOG_INFO, "session %llu: role=%s database=%s purpose=%s",
+         (unsigned long long)s->id, s->role, s->dbname,
+         s->purpose >= 0 ? s->purpose_name[0]
+                               ? s->purpose_name
+                               : pv_policy_rules(s->policy)
+                                     ->purposes[s->purpose]
+                                     .name
+                         : "none");
+  return POLICY_OK;
+}
+
+/* Between statements (ReadyForQuery): picks up a newer snapshot. A
+ * database whose resolution broke (DDL) closes the session: fail closed. */
+static int refresh_policy(pv_session_t *s) {
+  pv_policy_t *p = pv_policy_acquire(s->w->shared->policy);
+  if (p == s->policy) {
+    pv_policy_release(p);
     return PV_OK;
   }
-  if (!eff->plan)
-    return PV_ESTATE; /* rows we cannot attribute: fail closed */
+  pv_policy_release(s->policy);
+  s->policy = p;
+  s->db = p ? pv_policy_db(p, s->dbname) : NULL;
+  if (!s->db || pv_policy_db_error(s->db))
+    return PV_ESTATE;
+  return PV_OK;
+}
+
+static void plan_ext_free(void *ext) {
+  plan_ext_t *pe = ext;
+  pv_plan_actions_free(pe->ra);
+  free(pe);
+}
+
+/* The plan's actions under the current snapshot, built once per plan and
+ * again only when the snapshot changes. NULL on OOM. */
+static const pv_row_actions_t *plan_actions(pv_session_t *s,
+                                            const pv_plan_t *cplan) {
+  pv_plan_t *plan = (pv_plan_t *)cplan; /* ext is the rewriter's slot */
+  uint64_t gen = pv_policy_generation(s->policy);
+  plan_ext_t *pe = plan->ext;
+  if (pe && pe->generation == gen)
+    return pe->ra;
+  pv_row_actions_t *ra = NULL;
+  if (pv_plan_actions_for_plan(plan, pv_policy_db_catalog(s->db), s->purpose,
+                               pv_policy_key(s->policy, s->purpose),
+                               &ra) != PV_OK)
+    return NULL;
+  if (!pe) {
+    pe = malloc(sizeof *pe);
+    if (!pe) {
+      pv_plan_actions_free(ra);
+      return NULL;
+    }
+    plan->ext = pe;
+    plan->ext_free = plan_ext_free;
+  } else {
+    pv_plan_actions_free(pe->ra);
+  }
+  pe->generation = gen;
+  pe->ra = ra;
+  return ra;
+}
+
+/* Writes the rewritten form of a row-carrying message through rewrite(),
+ * growing scratch to what it says it needs. */
+typedef int (*rewrite_fn)(const void *ctx, const pv_msg_t *m, uint8_t *out,
+                          size_t cap, size_t *needed);
+
+static int emit_rewritten(emit_t *e, const pv_msg_t *m, size_t rawlen,
+                          rewrite_fn fn, const void *ctx) {
   size_t need = rawlen;
   for (int attempt = 0; attempt < 2; attempt++) {
     uint8_t *out = emit_reserve(e, need);
     if (!out)
       return PV_ENOMEM;
-    int n = pv_rewrite_tag_datarow(eff->plan, m, out, need, &need);
+    int n = fn(ctx, m, out, need, &need);
     if (n >= 0) {
       emit_commit(e, (size_t)n);
       return PV_OK;
@@ -644,9 +844,50 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   return PV_ELIMIT;
 }
 
+static int tag_fn(const void *ctx, const pv_msg_t *m, uint8_t *out,
+                  size_t cap, size_t *needed) {
+  return pv_rewrite_tag_datarow(ctx, m, out, cap, needed);
+}
+
+static int mask_fn(const void *ctx, const pv_msg_t *m, uint8_t *out,
+                   size_t cap, size_t *needed) {
+  /* Consent lookups arrive with the consent store; until then no subject
+   * has consented (fail closed). */
+  return pv_rewrite_datarow(ctx, NULL, m, out, cap, needed);
+}
+
+static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                           const uint8_t *raw, size_t rawlen,
+                           const pv_be_effect_t *eff) {
+  bool tag = cfg_of(s)->debug_tag_rows;
+  if (!tag && !s->policy) {
+    emit_span(e, raw, rawlen); /* --passthrough */
+    return PV_OK;
+  }
+  if (!eff->plan)
+    return PV_ESTATE; /* rows we cannot attribute: fail closed */
+  if (tag)
+    return emit_rewritten(e, m, rawlen, tag_fn, eff->plan);
+  const pv_row_actions_t *ra = plan_actions(s, eff->plan);
+  if (!ra)
+    return PV_ENOMEM;
+  if (ra->nacted == 0) {
+    emit_span(e, raw, rawlen);
+    return PV_OK;
+  }
+  return emit_rewritten(e, m, rawlen, mask_fn, ra);
+}
+
 static int on_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
                          const uint8_t *raw, size_t rawlen) {
   if (s->state == S_AUTH) {
+    if (m->type == PV_BE_READY && s->w->shared->policy) {
+      int rc = attach_policy(s);
+      if (rc == POLICY_WAIT)
+        return MSG_HOLD;
+      if (rc)
+        return MSG_HOLD; /* the session is failing; drop the rest */
+    }
     emit_span(e, raw, rawlen);
     if (m->type == PV_BE_READY)
       return enter_ready(s);
@@ -660,6 +901,10 @@ static int on_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     return PV_OK;
   if (eff.rows == PV_ROWS_DATAROW)
     return rewrite_datarow(s, e, m, raw, rawlen, &eff);
+  if (eff.rows == PV_ROWS_COPY_OUT && s->policy)
+    return PV_ESTATE; /* COPY rewriting lands with COPY analysis */
+  if (m->type == PV_BE_READY && s->policy && refresh_policy(s) != PV_OK)
+    return PV_ESTATE;
   emit_span(e, raw, rawlen);
   return PV_OK;
 }
