@@ -7,7 +7,7 @@
 
 #include "pgveil/mask.h"
 
-void pv_copy_format_default(pv_copy_format_t *f, bool csv) {
+void pv_copy_opts_default(pv_copy_opts_t *f, bool csv) {
   memset(f, 0, sizeof *f);
   f->csv = csv;
   f->delim = csv ? ',' : '\t';
@@ -25,7 +25,7 @@ typedef struct {
 /* Finds the raw extent of the field beginning at *pos; advances *pos past
  * the delimiter or line end. Returns 1 with more fields following, 0 at the
  * last field, PV_EPROTO on malformed input. */
-static int next_raw(const pv_copy_format_t *f, const uint8_t *r, size_t len,
+static int next_raw(const pv_copy_opts_t *f, const uint8_t *r, size_t len,
                     size_t *pos, raw_field_t *out) {
   size_t p = *pos;
   out->start = p;
@@ -75,7 +75,7 @@ static int next_raw(const pv_copy_format_t *f, const uint8_t *r, size_t len,
   return 0;
 }
 
-static bool raw_is_null(const pv_copy_format_t *f, const uint8_t *r,
+static bool raw_is_null(const pv_copy_opts_t *f, const uint8_t *r,
                         const raw_field_t *rf) {
   size_t n = strlen(f->null_str);
   return !rf->quoted && rf->end - rf->start == n &&
@@ -132,7 +132,7 @@ static size_t unescape_text(const uint8_t *s, size_t n, uint8_t *o) {
   return k;
 }
 
-static size_t unescape_csv(const pv_copy_format_t *f, const uint8_t *s,
+static size_t unescape_csv(const pv_copy_opts_t *f, const uint8_t *s,
                            size_t n, bool quoted, uint8_t *o) {
   if (!quoted) {
     memcpy(o, s, n);
@@ -148,7 +148,7 @@ static size_t unescape_csv(const pv_copy_format_t *f, const uint8_t *s,
   return k;
 }
 
-static size_t unescape(const pv_copy_format_t *f, const uint8_t *r,
+static size_t unescape(const pv_copy_opts_t *f, const uint8_t *r,
                        const raw_field_t *rf, uint8_t *o) {
   const uint8_t *s = r + rf->start;
   size_t n = rf->end - rf->start;
@@ -157,7 +157,7 @@ static size_t unescape(const pv_copy_format_t *f, const uint8_t *r,
 
 /* Encodes a value for the output; returns bytes written (o may be NULL to
  * count only). */
-static size_t escape_value(const pv_copy_format_t *f, const uint8_t *v,
+static size_t escape_value(const pv_copy_opts_t *f, const uint8_t *v,
                            size_t n, uint8_t *o) {
   size_t k = 0;
   if (f->csv) {
@@ -215,14 +215,14 @@ static const pv_action_t *effective(const pv_col_action_t *c,
 }
 
 /* Writes the NULL marker; returns its length. */
-static size_t put_null(const pv_copy_format_t *f, uint8_t *o) {
+static size_t put_null(const pv_copy_opts_t *f, uint8_t *o) {
   size_t n = strlen(f->null_str);
   memcpy(o, f->null_str, n);
   return n;
 }
 
 int pv_copy_rewrite_row(const pv_row_actions_t *ra, const uint8_t *consent,
-                        const pv_copy_format_t *f, const uint8_t *row,
+                        const pv_copy_opts_t *f, const uint8_t *row,
                         size_t len, uint8_t *out, size_t cap, size_t *needed,
                         uint8_t *tmp, size_t tmpcap) {
   if (tmpcap < len)
@@ -281,7 +281,7 @@ int pv_copy_rewrite_row(const pv_row_actions_t *ra, const uint8_t *consent,
   return (int)k;
 }
 
-int pv_copy_field(const pv_copy_format_t *f, const uint8_t *row, size_t len,
+int pv_copy_field(const pv_copy_opts_t *f, const uint8_t *row, size_t len,
                   uint16_t i, uint8_t *tmp, size_t tmpcap, size_t *vlen,
                   bool *is_null) {
   if (tmpcap < len)

@@ -22,10 +22,10 @@ typedef struct {
   char quote;    /* csv: '"' */
   char escape;   /* csv: defaults to quote */
   char null_str[PV_COPY_NULL_MAX + 1]; /* "\\N" text, "" csv */
-} pv_copy_format_t;
+} pv_copy_opts_t;
 
 /* Defaults of PostgreSQL for text (csv=false) or CSV. */
-void pv_copy_format_default(pv_copy_format_t *f, bool csv);
+void pv_copy_opts_default(pv_copy_opts_t *f, bool csv);
 
 /* Rewrites one row row[0..len) (including its line end) into out[0..cap)
  * as the payload of a CopyData message (no message header). Values of
@@ -37,7 +37,7 @@ void pv_copy_format_default(pv_copy_format_t *f, bool csv);
  * space for one unescaped field; tmpcap >= len always suffices. */
 PV_WARN_UNUSED int pv_copy_rewrite_row(const pv_row_actions_t *ra,
                                        const uint8_t *consent,
-                                       const pv_copy_format_t *f,
+                                       const pv_copy_opts_t *f,
                                        const uint8_t *row, size_t len,
                                        uint8_t *out, size_t cap,
                                        size_t *needed, uint8_t *tmp,
@@ -45,7 +45,7 @@ PV_WARN_UNUSED int pv_copy_rewrite_row(const pv_row_actions_t *ra,
 
 /* Extracts field i of a COPY row, unescaped, into tmp (OUT: *vlen, or
  * *is_null). For the consent subject. Returns PV_OK or PV_EPROTO. */
-PV_WARN_UNUSED int pv_copy_field(const pv_copy_format_t *f,
+PV_WARN_UNUSED int pv_copy_field(const pv_copy_opts_t *f,
                                  const uint8_t *row, size_t len, uint16_t i,
                                  uint8_t *tmp, size_t tmpcap, size_t *vlen,
                                  bool *is_null);

@@ -128,7 +128,7 @@ static void test_datarow(void) {
   CHECK_STR(field(out, (size_t)w, 1, tmp), "<NULL>");
 }
 
-static int copy_row(const pv_row_actions_t *ra, const pv_copy_format_t *f,
+static int copy_row(const pv_row_actions_t *ra, const pv_copy_opts_t *f,
                     const char *row, char *out) {
   uint8_t tmp[256];
   size_t need;
@@ -144,8 +144,8 @@ static void test_copy_text(void) {
   pv_col_action_t cols[4];
   make_actions(&ra, cols);
   cols[3].otherwise = &A_WITHHOLD;
-  pv_copy_format_t f;
-  pv_copy_format_default(&f, false);
+  pv_copy_opts_t f;
+  pv_copy_opts_default(&f, false);
   char out[1024];
   CHECK(copy_row(&ra, &f, "7\t555\\t0142\t123\tx@y\n", out) > 0);
   /* phone unescaped to "555<TAB>0142" (8 chars), masked to 6 stars + 42 */
@@ -167,8 +167,8 @@ static void test_copy_csv(void) {
   pv_col_action_t cols[4];
   make_actions(&ra, cols);
   cols[3].otherwise = &A_WITHHOLD;
-  pv_copy_format_t f;
-  pv_copy_format_default(&f, true);
+  pv_copy_opts_t f;
+  pv_copy_opts_default(&f, true);
   char out[1024];
   CHECK(copy_row(&ra, &f, "7,\"55,\"\"0142\",123,\"a\nb\"\n", out) > 0);
   /* phone = 55,"0142 (8 chars) -> ******42, quoted on output */
