@@ -56,9 +56,30 @@ def rules_args(binary, pg):
              % (RULES, p.returncode, p.stdout.decode(errors="replace").strip()))
         return ["--passthrough"], False
     args = ["--rules", RULES]
-    if "--control-dsn" in pgveil_help(binary):
+    usage = pgveil_help(binary)
+    if "--control-dsn" in usage:
         args += ["--control-dsn", "host=%s port=%d dbname=crm user=postgres" % (pg.host, pg.port)]
+    if "--secret-file" in usage:  # keyed pseudonyms (hash) need a secret
+        path = os.path.join(pg.tmp, "pgveil-demo.secret")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32).hex().encode())
+        args += ["--secret-file", path]
     return args, True
+
+
+def load_support_sql(pg):
+    """rules/sql/*.sql besides the CRM itself (NOTIFY triggers and the like),
+    each "run once per database pgveil serves"."""
+    import glob
+    for path in sorted(glob.glob(os.path.join(REPO, "rules", "sql", "*.sql"))):
+        if os.path.basename(path) in ("crm_schema.sql", "crm_data.sql"):
+            continue
+        try:
+            pg.sql_file(path, dbname="crm")
+            say("demo: loaded %s" % os.path.relpath(path, REPO))
+        except RuntimeError as e:
+            warn("loading %s failed: %s" % (path, str(e).strip()))
 
 
 def psql_line(host, port):
@@ -121,6 +142,7 @@ def main():
         say("demo: database crm loaded: %s customers, %s orders, %s tickets, %s consent rows"
             % tuple(counts))
 
+        load_support_sql(pg)
         args, with_rules = rules_args(binary, pg)
         proxy = Pgveil(pg.addr, args)
         try:
@@ -128,8 +150,8 @@ def main():
         except pgserver.PgveilError as e:
             if not with_rules:
                 raise
-            warn("pgveil did not start with --rules (%s); retrying with --passthrough"
-                 % str(e).splitlines()[0])
+            warn("pgveil did not start with --rules; retrying with --passthrough (no masking):\n  %s"
+                 % "\n  ".join(str(e).strip().splitlines()[-6:]))
             proxy.cleanup()
             proxy = Pgveil(pg.addr, ["--passthrough"])
             proxy.start()
