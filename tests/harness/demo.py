@@ -183,10 +183,13 @@ def main():
                 return 1
         return 0
     finally:
-        say("demo: cleaning up")
         if proxy is not None:
             proxy.cleanup()
         pg.stop()
+        try:
+            say("demo: cleaned up")
+        except OSError:  # stdout already gone (e.g. piped into head)
+            pass
 
 
 if __name__ == "__main__":

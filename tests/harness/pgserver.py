@@ -35,7 +35,7 @@ _live = []  # every started PgServer / Pgveil, for the atexit sweep
 def _sweep():
     for obj in list(reversed(_live)):
         try:
-            obj.stop()
+            getattr(obj, "cleanup", obj.stop)()
         except Exception:  # noqa: BLE001 - best effort at interpreter exit
             pass
 
