@@ -569,3 +569,8 @@ size_t pv_catalog_ncolumns(const pv_catalog_t *cat) {
 size_t pv_catalog_nrelations(const pv_catalog_t *cat) {
   return cat ? cat->nrels : 0;
 }
+
+const pv_catalog_rel_t *pv_catalog_relation_at(const pv_catalog_t *cat,
+                                               size_t i) {
+  return cat && i < cat->nrels ? &cat->rels[i] : NULL;
+}

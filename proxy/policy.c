@@ -20,6 +20,7 @@ struct pv_policy_db {
   atomic_size_t refs;
   char name[PV_CATALOG_DBNAME_MAX + 1];
   pv_catalog_t *cat;             /* NULL when this resolution failed */
+  pv_reldir_t *dir;              /* built with cat; may be NULL */
   struct pv_policy_db *fallback; /* failed: the last good one, or NULL */
   char *error;                   /* NULL when resolved */
   bool transient;
@@ -50,6 +51,7 @@ static void core_release(core_t *c) {
 static void db_release(pv_policy_db_t *d) {
   if (!d || atomic_fetch_sub_explicit(&d->refs, 1, memory_order_acq_rel) != 1)
     return;
+  pv_reldir_free(d->dir);
   pv_catalog_free(d->cat);
   db_release(d->fallback);
   free(d->error);
@@ -112,6 +114,14 @@ const pv_catalog_t *pv_policy_db_catalog(const pv_policy_db_t *db) {
   if (!db)
     return NULL;
   return db->cat ? db->cat : db->fallback ? db->fallback->cat : NULL;
+}
+
+const pv_reldir_t *pv_policy_db_reldir(const pv_policy_db_t *db) {
+  if (!db)
+    return NULL;
+  if (db->cat)
+    return db->dir;
+  return db->fallback ? db->fallback->dir : NULL;
 }
 
 const char *pv_policy_db_name(const pv_policy_db_t *db) {
@@ -257,8 +267,8 @@ int pv_policy_new(pv_rules_t *rules, const uint8_t *secret, size_t secret_len,
 }
 
 static pv_policy_db_t *db_new(const pv_policy_db_t *prev, const char *name,
-                              pv_catalog_t *cat, const char *error,
-                              bool transient) {
+                              pv_catalog_t *cat, pv_reldir_t *dir,
+                              const char *error, bool transient) {
   pv_policy_db_t *d = calloc(1, sizeof *d);
   if (!d)
     return NULL;
@@ -277,26 +287,38 @@ static pv_policy_db_t *db_new(const pv_policy_db_t *prev, const char *name,
       d->fallback = db_ref((pv_policy_db_t *)good);
   }
   d->cat = cat;
+  d->dir = dir;
   return d;
 }
 
 int pv_policy_with_db(const pv_policy_t *base, const char *dbname,
                       pv_catalog_t *cat, const char *error, bool transient,
                       pv_policy_t **out) {
+  return pv_policy_with_db_reldir(base, dbname, cat, NULL, error, transient,
+                                  out);
+}
+
+int pv_policy_with_db_reldir(const pv_policy_t *base, const char *dbname,
+                             pv_catalog_t *cat, pv_reldir_t *dir,
+                             const char *error, bool transient,
+                             pv_policy_t **out) {
   *out = NULL;
   if (!base || !dbname || strlen(dbname) > PV_CATALOG_DBNAME_MAX ||
-      !cat == !error || (cat && pv_catalog_rules(cat) != base->core->rules)) {
+      !cat == !error || (dir && error) ||
+      (cat && pv_catalog_rules(cat) != base->core->rules)) {
+    pv_reldir_free(dir);
     pv_catalog_free(cat);
     return PV_EINVAL;
   }
   pv_policy_t *p = calloc(1, sizeof *p);
   pv_policy_db_t **dbs = calloc(base->ndbs + 1, sizeof *dbs);
   pv_policy_db_t *d = p && dbs ? db_new(pv_policy_db(base, dbname), dbname, cat,
-                                        error, transient)
+                                        dir, error, transient)
                                : NULL;
   if (!d) {
     free(p);
     free(dbs);
+    pv_reldir_free(dir);
     pv_catalog_free(cat);
     return PV_ENOMEM;
   }

@@ -122,4 +122,10 @@ uint64_t pv_catalog_fingerprint(const pv_catalog_t *cat); /* of its rows */
 size_t pv_catalog_ncolumns(const pv_catalog_t *cat);
 size_t pv_catalog_nrelations(const pv_catalog_t *cat);
 
+/* The i-th protected relation (0 <= i < pv_catalog_nrelations), in no
+ * particular order; NULL past the end. For the relation directory
+ * (pgveil/reldir.h). */
+const pv_catalog_rel_t *pv_catalog_relation_at(const pv_catalog_t *cat,
+                                               size_t i);
+
 #endif

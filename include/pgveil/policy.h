@@ -15,6 +15,12 @@
  *   const pv_policy_col_t *c = pv_policy_column(db, table_oid, attnum);
  *   ...build the plan: c ? pv_rules_decide(c->rule, purpose) : unprotected
  *   pv_policy_release(p);
+ * The guard (pgveil/sql_guard.h) resolves relation names through the
+ * database's relation directory (pgveil/reldir.h):
+ *   const pv_reldir_t *dir = pv_policy_db_reldir(db);
+ *   in.lookup = pv_reldir_lookup;         // NULL dir: fails closed
+ *   in.lookup_ctx = (void *)dir;
+ *   pre-scan set: pv_reldir_guard_names(dir) (NULL dir: always parse)
  * A plan built from a snapshot stays valid while the snapshot's generation
  * is current: compare pv_policy_generation() to decide when to rebuild. */
 #ifndef PGVEIL_POLICY_H
@@ -28,6 +34,7 @@
 #include "pgveil/catalog.h"
 #include "pgveil/errors.h"
 #include "pgveil/mask.h"
+#include "pgveil/reldir.h"
 #include "pgveil/rules.h"
 
 typedef struct pv_policy pv_policy_t;
@@ -73,6 +80,12 @@ const pv_policy_rel_t *pv_policy_relation(const pv_policy_db_t *db,
 
 /* The catalog behind db: its last good resolution, NULL if none. */
 const pv_catalog_t *pv_policy_db_catalog(const pv_policy_db_t *db);
+
+/* The relation directory of db for the guard, from the same resolution as
+ * pv_policy_db_catalog() (the last good one when the latest failed); NULL
+ * when none was built: then pv_reldir_lookup(NULL, ...) fails and the
+ * guard refuses (fail closed). */
+const pv_reldir_t *pv_policy_db_reldir(const pv_policy_db_t *db);
 
 const char *pv_policy_db_name(const pv_policy_db_t *db);
 
@@ -143,5 +156,14 @@ PV_WARN_UNUSED int pv_policy_with_db(const pv_policy_t *base,
                                      const char *dbname, pv_catalog_t *cat,
                                      const char *error, bool transient,
                                      pv_policy_t **out);
+
+/* pv_policy_with_db with the relation directory built from cat (taken
+ * over with cat, freed on failure; NULL allowed: the guard then fails
+ * closed for that database). dir must be NULL when error is given. */
+PV_WARN_UNUSED int pv_policy_with_db_reldir(const pv_policy_t *base,
+                                            const char *dbname,
+                                            pv_catalog_t *cat, pv_reldir_t *dir,
+                                            const char *error, bool transient,
+                                            pv_policy_t **out);
 
 #endif
