@@ -6,10 +6,14 @@
 #include "pgveil/session.h"
 
 #include <stdarg.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgveil/copy_rewrite.h"
+#include "pgveil/error_scrub.h"
+#include "pgveil/guard_cache.h"
 #include "pgveil/log.h"
 #include "pgveil/pg_frame.h"
 #include "pgveil/pg_msg_backend.h"
@@ -17,13 +21,21 @@
 #include "pgveil/pg_options.h"
 #include "pgveil/plan_actions.h"
 #include "pgveil/row_plan.h"
+#include "pgveil/reldir.h"
 #include "pgveil/row_rewrite.h"
+#include "pgveil/sql_guard.h"
 
 #define STARTUP_MAX 10000u    /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 #define STARTUP_PARAMS_MAX 64 /* parameters in a StartupMessage */
 #define EMIT_IOV_MAX 64       /* slices gathered before a write */
 #define PURPOSE_MAX 64        /* bytes of a pgveil.purpose value */
 #define NAME_MAX_BYTES 64     /* role and database names (NAMEDATALEN) */
+#define REFUSALS 8            /* refusal messages awaiting their error */
+#define REFUSAL_MAX 240       /* bytes of one refusal message */
+#define COPY_PLANS_MAX 16     /* COPY TO STDOUT statements in flight */
+#define SEARCH_PATH_MAX 8     /* schemas tracked in search_path */
+#define GUARD_CACHE_SLOTS 4096 /* analyses cached per worker */
+#define NO_LOCAL (-1000)      /* local_saved: no SET LOCAL active */
 
 typedef enum {
   S_STARTUP,    /* waiting for the client's startup packet */
@@ -55,6 +67,15 @@ typedef struct {
   bool open, reading, paused, held;
 } end_t;
 
+/* How the rows of one COPY TO STDOUT are rewritten. ra NULL: untouched.
+ * Owner: the session. */
+typedef struct {
+  uint64_t unit; /* the Query it belongs to (units_sent when queued) */
+  pv_row_actions_t *ra;
+  pv_copy_opts_t opts;
+  bool header; /* the first row is the header line */
+} copy_plan_t;
+
 /* Owner: the worker's session list; freed when its last handle closes. */
 struct pv_session {
   pv_worker_t *w;
@@ -76,6 +97,17 @@ struct pv_session {
   const pv_policy_db_t *db;  /* this database's resolution in policy */
   uv_async_t *db_async;      /* while waiting for the control thread */
   bool db_waited;            /* asked the control thread once already */
+  bool restricted;           /* some column is protected for the purpose */
+  int startup_purpose;       /* what RESET / DISCARD ALL go back to */
+  int local_saved;           /* purpose before SET LOCAL, or NO_LOCAL */
+  uint32_t nonce;            /* makes refusal tokens unforgeable */
+  uint32_t nrefused;
+  char refusal[REFUSALS][REFUSAL_MAX];
+  uint64_t units_sent, units_done; /* Query/Sync/FunctionCall vs RFQ */
+  copy_plan_t copies[COPY_PLANS_MAX]; /* FIFO of COPY TO STDOUT plans */
+  unsigned copy_head, copy_len;
+  copy_plan_t cur_copy;      /* the COPY OUT in progress */
+  bool copy_active;
 };
 
 /* Row-plan extension: the plan's actions under the snapshot generation
@@ -329,6 +361,9 @@ static void session_free(pv_session_t *s) {
   free(s->startup);
   pv_tracker_free(s->tracker);
   pv_policy_release(s->policy);
+  for (unsigned i = 0; i < s->copy_len; i++)
+    pv_plan_actions_free(s->copies[(s->copy_head + i) % COPY_PLANS_MAX].ra);
+  pv_plan_actions_free(s->cur_copy.ra);
   if (s->prev)
     s->prev->next = s->next;
   else
@@ -714,11 +749,16 @@ static int wait_for_db(pv_session_t *s) {
 /* Authorizes the declared purpose, or picks the role's default. */
 static bool settle_purpose(pv_session_t *s) {
   const pv_rules_t *rules = pv_policy_rules(s->policy);
+  s->local_saved = NO_LOCAL;
   if (!s->purpose_name[0]) {
     s->purpose = pv_rules_default_purpose(rules, s->role);
+    s->startup_purpose = s->purpose;
+    s->restricted = pv_guard_purpose_restricted(rules, s->purpose);
     return true;
   }
   s->purpose = pv_rules_purpose_find(rules, s->purpose_name);
+  s->startup_purpose = s->purpose;
+  s->restricted = pv_guard_purpose_restricted(rules, s->purpose);
   if (s->purpose != PV_PURPOSE_UNKNOWN &&
       pv_rules_role_may_declare(rules, s->role, s->purpose))
     return true;
@@ -878,15 +918,152 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   return emit_rewritten(e, m, rawlen, mask_fn, ra);
 }
 
+/* The refusal whose token the server's syntax error names, or NULL. */
+static const char *refusal_of(pv_session_t *s, const pv_msg_t *m) {
+  char state[6];
+  if (pv_be_error_sqlstate(m, state) != PV_OK || strcmp(state, "42601") != 0)
+    return NULL;
+  char prefix[32];
+  int plen = snprintf(prefix, sizeof prefix, "pgveil_refused_%08x_", s->nonce);
+  pv_be_errfield_iter_t it;
+  pv_be_errfield_begin(m, &it);
+  uint8_t code;
+  const char *v;
+  while (pv_be_errfield_next(&it, &code, &v) == 1) {
+    const char *at = code == 'M' ? strstr(v, prefix) : NULL;
+    if (!at)
+      continue;
+    unsigned long n = strtoul(at + plen, NULL, 10);
+    if (n < s->nrefused && s->nrefused - n <= REFUSALS)
+      return s->refusal[n % REFUSALS];
+    return "pgveil: statement refused by policy";
+  }
+  return NULL;
+}
+
+static int scrub_fn(const void *ctx, const pv_msg_t *m, uint8_t *out,
+                    size_t cap, size_t *needed) {
+  (void)ctx;
+  *needed = m->len + 160;
+  return pv_scrub_error(m, out, cap);
+}
+
+/* ErrorResponse/NoticeResponse: a refusal's placeholder error becomes the
+ * refusal; for restricted sessions texts that may echo data are scrubbed. */
+static int rewrite_error(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                         const uint8_t *raw, size_t rawlen) {
+  const char *why = m->type == PV_BE_ERROR ? refusal_of(s, m) : NULL;
+  if (why) {
+    uint8_t *out = emit_reserve(e, REFUSAL_MAX + 64);
+    if (!out)
+      return PV_ENOMEM;
+    int n = pv_be_error_encode(out, REFUSAL_MAX + 64, "ERROR", "42501", why);
+    if (n < 0)
+      return n;
+    emit_commit(e, (size_t)n);
+    return PV_OK;
+  }
+  if (!s->restricted) {
+    emit_span(e, raw, rawlen);
+    return PV_OK;
+  }
+  return emit_rewritten(e, m, rawlen + 160, scrub_fn, NULL);
+}
+
+/* CopyOutResponse: the next queued plan of the current Query, if any. */
+static void begin_copy_out(pv_session_t *s) {
+  pv_plan_actions_free(s->cur_copy.ra);
+  memset(&s->cur_copy, 0, sizeof s->cur_copy);
+  s->copy_active = true;
+  if (s->copy_len &&
+      s->copies[s->copy_head].unit == s->units_done + 1) {
+    s->cur_copy = s->copies[s->copy_head];
+    s->copy_head = (s->copy_head + 1) % COPY_PLANS_MAX;
+    s->copy_len--;
+  }
+}
+
+typedef struct {
+  const pv_copy_opts_t *opts;
+  const pv_row_actions_t *ra;
+  uint8_t *tmp;
+  size_t tmpcap;
+} copy_ctx_t;
+
+static int copy_fn(const void *ctx, const pv_msg_t *m, uint8_t *out,
+                   size_t cap, size_t *needed) {
+  const copy_ctx_t *c = ctx;
+  if (cap < PV_FRAME_HEADER) {
+    *needed = PV_FRAME_HEADER + 2 * (size_t)m->len + 256;
+    return PV_ELIMIT;
+  }
+  int n = pv_copy_rewrite_row(c->ra, NULL, c->opts, m->body, m->len,
+                              out + PV_FRAME_HEADER, cap - PV_FRAME_HEADER,
+                              needed, c->tmp, c->tmpcap);
+  *needed += PV_FRAME_HEADER;
+  if (n < 0)
+    return n;
+  out[0] = PV_BE_COPY_DATA;
+  pv_put_u32(out + 1, (uint32_t)n + 4);
+  return n + PV_FRAME_HEADER;
+}
+
+/* One CopyData row of a COPY TO STDOUT. */
+static int rewrite_copy(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                        const uint8_t *raw, size_t rawlen,
+                        const pv_be_effect_t *eff) {
+  copy_plan_t *cp = &s->cur_copy;
+  if (!s->policy || !cp->ra || cp->ra->nacted == 0) {
+    emit_span(e, raw, rawlen);
+    return PV_OK;
+  }
+  if (eff->copy_format != 0)
+    return PV_ESTATE; /* binary COPY of protected data: refused earlier */
+  if (cp->header) {
+    cp->header = false;
+    emit_span(e, raw, rawlen);
+    return PV_OK;
+  }
+  uint8_t stack[4096], *tmp = m->len <= sizeof stack ? stack : malloc(m->len);
+  if (!tmp)
+    return PV_ENOMEM;
+  copy_ctx_t ctx = {&cp->opts, cp->ra, tmp, m->len};
+  int rc = emit_rewritten(e, m, 2 * rawlen + 256, copy_fn, &ctx);
+  if (tmp != stack)
+    free(tmp); /* only rows over 4 KiB pay this */
+  return rc;
+}
+
+/* ReadyForQuery: a Query/Sync finished; SET LOCAL ends with the
+ * transaction; queued COPY plans of finished Queries are dropped. */
+static int end_unit(pv_session_t *s, const pv_msg_t *m) {
+  s->units_done++;
+  s->copy_active = false;
+  while (s->copy_len && s->copies[s->copy_head].unit <= s->units_done) {
+    pv_plan_actions_free(s->copies[s->copy_head].ra);
+    s->copy_head = (s->copy_head + 1) % COPY_PLANS_MAX;
+    s->copy_len--;
+  }
+  if (!s->policy)
+    return PV_OK;
+  uint8_t status = 'I';
+  if (pv_be_ready_decode(m, &status) == PV_OK && status == 'I' &&
+      s->local_saved != NO_LOCAL) {
+    s->purpose = s->local_saved;
+    s->local_saved = NO_LOCAL;
+    s->restricted =
+        pv_guard_purpose_restricted(pv_policy_rules(s->policy), s->purpose);
+  }
+  return refresh_policy(s);
+}
+
 static int on_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
                          const uint8_t *raw, size_t rawlen) {
   if (s->state == S_AUTH) {
     if (m->type == PV_BE_READY && s->w->shared->policy) {
       int rc = attach_policy(s);
-      if (rc == POLICY_WAIT)
-        return MSG_HOLD;
       if (rc)
-        return MSG_HOLD; /* the session is failing; drop the rest */
+        return MSG_HOLD; /* parked, or the session is failing */
     }
     emit_span(e, raw, rawlen);
     if (m->type == PV_BE_READY)
@@ -899,13 +1076,276 @@ static int on_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     return rc;
   if (eff.swallow)
     return PV_OK;
-  if (eff.rows == PV_ROWS_DATAROW)
-    return rewrite_datarow(s, e, m, raw, rawlen, &eff);
-  if (eff.rows == PV_ROWS_COPY_OUT && s->policy)
-    return PV_ESTATE; /* COPY rewriting lands with COPY analysis */
-  if (m->type == PV_BE_READY && s->policy && refresh_policy(s) != PV_OK)
-    return PV_ESTATE;
+  switch (m->type) {
+  case PV_BE_DATA_ROW:
+    if (eff.rows == PV_ROWS_DATAROW)
+      return rewrite_datarow(s, e, m, raw, rawlen, &eff);
+    break;
+  case PV_BE_COPY_OUT:
+    begin_copy_out(s);
+    break;
+  case PV_BE_COPY_DATA:
+    if (eff.rows == PV_ROWS_COPY_OUT && s->copy_active)
+      return rewrite_copy(s, e, m, raw, rawlen, &eff);
+    break;
+  case PV_BE_COPY_DONE:
+    s->copy_active = false;
+    break;
+  case PV_BE_ERROR:
+  case PV_BE_NOTICE:
+    if (s->policy)
+      return rewrite_error(s, e, m, raw, rawlen);
+    break;
+  case PV_BE_READY:
+    if (end_unit(s, m) != PV_OK)
+      return PV_ESTATE;
+    break;
+  default:
+    break;
+  }
   emit_span(e, raw, rawlen);
+  return PV_OK;
+}
+
+/* ---- guard ------------------------------------------------------------- */
+
+/* Runs the guard over sql (NUL-terminated): OUT *res NULL when the pre-scan
+ * shows it cannot touch protected data. The result lives in the worker's
+ * cache until the next analysis. Returns PV_OK or an analysis error. */
+static int guard_analyze(pv_session_t *s, const char *sql, size_t len,
+                         const pv_guard_result_t **res) {
+  pv_worker_t *w = s->w;
+  const pv_rules_t *rules = pv_policy_rules(s->policy);
+  const pv_reldir_t *dir = pv_policy_db_reldir(s->db);
+  const char *sp[2] = {s->role, "public"};
+  *res = NULL;
+  const pv_guard_names_t *names = pv_reldir_guard_names(dir);
+  if (names && !pv_guard_prescan(names, sql, len))
+    return PV_OK;
+  if (!w->guard_cache && !(w->guard_cache = pv_guard_cache_new(GUARD_CACHE_SLOTS)))
+    return PV_ENOMEM;
+  uint64_t key = pv_guard_cache_key(sql, len, s->purpose, rules->fingerprint,
+                                    pv_policy_generation(s->policy), sp, 2);
+  if ((*res = pv_guard_cache_get(w->guard_cache, key)) != NULL)
+    return PV_OK;
+  pv_guard_input_t in = {.rules = rules,
+                         .purpose = s->purpose,
+                         .search_path = sp,
+                         .nsearch_path = 2,
+                         .lookup = pv_reldir_lookup,
+                         .lookup_ctx = (void *)dir};
+  pv_guard_result_t *r = NULL;
+  int rc = pv_guard_analyze(&in, sql, &r);
+  if (rc)
+    return rc;
+  pv_guard_cache_put(w->guard_cache, key, r);
+  *res = r;
+  return PV_OK;
+}
+
+/* Replaces a refused Query or Parse with one whose only effect is a syntax
+ * error naming a token; the server answers it in order (transaction state
+ * stays exact) and on_server_msg swaps that error for the refusal. OUT:
+ * *repl, the replacement message in scratch. */
+static int refuse_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                      const char *why, pv_msg_t *repl, size_t *repl_len) {
+  uint32_t n = s->nrefused++;
+  snprintf(s->refusal[n % REFUSALS], REFUSAL_MAX, "%s", why);
+  char token[48];
+  int tlen = snprintf(token, sizeof token, "pgveil_refused_%08x_%u", s->nonce,
+                      n);
+  pv_fe_parse_t p = {.stmt = "", .nparam_types = 0};
+  if (m->type == PV_FE_PARSE && pv_fe_parse_decode(m, &p) != PV_OK)
+    return PV_EPROTO;
+  size_t namelen = m->type == PV_FE_PARSE ? strlen(p.stmt) + 1 : 0;
+  size_t tail = m->type == PV_FE_PARSE ? 2 + 4u * p.nparam_types : 0;
+  size_t total = PV_FRAME_HEADER + namelen + (size_t)tlen + 1 + tail;
+  uint8_t *out = emit_reserve(e, total);
+  if (!out)
+    return PV_ENOMEM;
+  uint8_t *q = out + PV_FRAME_HEADER;
+  memcpy(q, p.stmt, namelen);
+  q += namelen;
+  memcpy(q, token, (size_t)tlen + 1);
+  q += tlen + 1;
+  if (tail) {
+    pv_put_u16(q, p.nparam_types);
+    memcpy(q + 2, p.param_types, 4u * p.nparam_types);
+  }
+  out[0] = m->type;
+  pv_put_u32(out + 1, (uint32_t)(total - 1));
+  *repl = (pv_msg_t){.type = m->type, .len = (uint32_t)(total - 5),
+                     .body = out + PV_FRAME_HEADER};
+  *repl_len = total;
+  pv_log(PV_LOG_INFO, "session %llu: refused: %s", (unsigned long long)s->id,
+         why);
+  return PV_OK;
+}
+
+/* A SET / RESET / DISCARD touching pgveil.purpose. Returns NULL when fine,
+ * else why it is refused (the previous purpose stays). */
+static const char *apply_purpose(pv_session_t *s, const pv_guard_stmt_t *st,
+                                 char *why, size_t cap) {
+  const pv_rules_t *rules = pv_policy_rules(s->policy);
+  bool all = st->set_name && strcmp(st->set_name, "all") == 0;
+  bool ours = st->set_name && strcmp(st->set_name, "pgveil.purpose") == 0;
+  if ((st->kind == PV_GSTMT_RESET && (ours || all)) ||
+      (st->kind == PV_GSTMT_DISCARD && all) ||
+      (st->kind == PV_GSTMT_SET && ours && !st->set_value)) {
+    s->purpose = s->startup_purpose;
+    s->local_saved = NO_LOCAL;
+  } else if (st->kind == PV_GSTMT_SET && ours) {
+    int idx = pv_rules_purpose_find(rules, st->set_value);
+    if (idx == PV_PURPOSE_UNKNOWN ||
+        !pv_rules_role_may_declare(rules, s->role, idx)) {
+      snprintf(why, cap, "pgveil: role \"%s\" may not declare purpose \"%s\"",
+               s->role, st->set_value);
+      return why;
+    }
+    if (st->set_local && s->local_saved == NO_LOCAL)
+      s->local_saved = s->purpose;
+    else if (!st->set_local)
+      s->local_saved = NO_LOCAL;
+    s->purpose = idx;
+  } else {
+    return NULL;
+  }
+  s->restricted = pv_guard_purpose_restricted(rules, s->purpose);
+  return NULL;
+}
+
+/* Finds the catalog column (schema.table.column) of this database. */
+static const pv_catalog_col_t *find_column(const pv_catalog_t *cat,
+                                           const char *schema,
+                                           const char *table,
+                                           const char *column) {
+  for (size_t i = 0; i < pv_catalog_nrelations(cat); i++) {
+    const pv_catalog_rel_t *rel = pv_catalog_relation_at(cat, i);
+    if (rel->child || strcmp(rel->table->schema, schema) != 0 ||
+        strcmp(rel->table->name, table) != 0)
+      continue;
+    for (int16_t a = 1; a <= 1600; a++) {
+      const pv_catalog_col_t *c = pv_catalog_column(cat, rel->table_oid, a);
+      if (c && strcmp(c->rule->name, column) == 0)
+        return c;
+    }
+    return NULL;
+  }
+  return NULL;
+}
+
+static void copy_opts_from(const pv_guard_copy_t *cp, pv_copy_opts_t *o) {
+  pv_copy_opts_default(o, cp->format == PV_COPY_CSV);
+  if (cp->delimiter && strlen(cp->delimiter) == 1)
+    o->delim = cp->delimiter[0];
+  if (cp->quote && strlen(cp->quote) == 1)
+    o->quote = o->escape = cp->quote[0];
+  if (cp->escape && strlen(cp->escape) == 1)
+    o->escape = cp->escape[0];
+  if (cp->null_str && strlen(cp->null_str) <= PV_COPY_NULL_MAX)
+    strcpy(o->null_str, cp->null_str);
+  o->header = cp->header;
+}
+
+/* Queues the rewriting plan of one COPY ... TO STDOUT of a simple Query. */
+static const char *plan_copy(pv_session_t *s, const pv_guard_stmt_t *st,
+                             char *why, size_t cap) {
+  const pv_guard_copy_t *cp = &st->copy;
+  if (s->copy_len == COPY_PLANS_MAX)
+    return "pgveil: too many COPY statements in flight";
+  size_t n = cp->is_query ? st->noutcols : cp->ncolumns;
+  pv_result_col_t cols[256];
+  if (n > 256) {
+    snprintf(why, cap, "pgveil: COPY of more than 256 columns is refused");
+    return why;
+  }
+  const pv_catalog_t *cat = pv_policy_db_catalog(s->db);
+  for (size_t i = 0; i < n; i++) {
+    const char *sch = cp->is_query ? st->outcols[i].schema : cp->schema;
+    const char *tab = cp->is_query ? st->outcols[i].table : cp->table;
+    const char *col = cp->is_query ? st->outcols[i].column : cp->columns[i];
+    const pv_catalog_col_t *c =
+        sch && tab && col ? find_column(cat, sch, tab, col) : NULL;
+    cols[i] = c ? (pv_result_col_t){c->table_oid, c->attnum, c->type_oid,
+                                    c->typmod, 0}
+                : (pv_result_col_t){0, 0, 0, -1, 0};
+  }
+  copy_plan_t *cpl =
+      &s->copies[(s->copy_head + s->copy_len) % COPY_PLANS_MAX];
+  memset(cpl, 0, sizeof *cpl);
+  if (pv_plan_actions_build(cols, (uint16_t)n, cat, s->purpose,
+                            pv_policy_key(s->policy, s->purpose),
+                            &cpl->ra) != PV_OK)
+    return "pgveil: out of memory";
+  cpl->unit = s->units_sent + 1; /* this Query's unit, counted after */
+  copy_opts_from(cp, &cpl->opts);
+  cpl->header = cp->header;
+  s->copy_len++;
+  return NULL;
+}
+
+/* Session effects of an allowed statement, in order; returns a refusal
+ * reason or NULL. */
+static const char *apply_stmt(pv_session_t *s, const pv_guard_stmt_t *st,
+                              bool extended, char *why, size_t cap) {
+  if (st->kind == PV_GSTMT_SET || st->kind == PV_GSTMT_RESET ||
+      st->kind == PV_GSTMT_DISCARD) {
+    const char *r = apply_purpose(s, st, why, cap);
+    if (r)
+      return r;
+  }
+  if (st->has_copy && !st->copy.is_from && st->copy.is_stdio) {
+    if (extended && st->touches_protected && s->restricted)
+      return "pgveil: COPY of protected data is only served in the simple "
+             "query protocol";
+    if (!extended)
+      return plan_copy(s, st, why, cap);
+  }
+  return NULL;
+}
+
+/* Decides a Query or Parse. OUT: *repl and *repl_len set when the message is
+ * replaced by a refusal. */
+static int guard_message(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                         pv_msg_t *repl, size_t *repl_len) {
+  const char *sql;
+  size_t len;
+  if (m->type == PV_FE_QUERY) {
+    pv_fe_query_t q;
+    if (pv_fe_query_decode(m, &q) != PV_OK)
+      return PV_EPROTO;
+    sql = q.sql, len = q.sql_len;
+  } else {
+    pv_fe_parse_t p;
+    if (pv_fe_parse_decode(m, &p) != PV_OK)
+      return PV_EPROTO;
+    sql = p.sql, len = p.sql_len;
+  }
+  const pv_guard_result_t *res = NULL;
+  int rc = guard_analyze(s, sql, len, &res);
+  if (rc)
+    return s->restricted
+               ? refuse_msg(s, e, m,
+                            "pgveil: the statement could not be analysed, so "
+                            "it is refused",
+                            repl, repl_len)
+               : PV_OK;
+  if (!res)
+    return PV_OK;
+  if (res->refused && res->first_refused)
+    return refuse_msg(s, e, m, res->first_refused->message, repl, repl_len);
+  char why[REFUSAL_MAX];
+  unsigned copies_before = s->copy_len;
+  for (size_t i = 0; i < res->nstmts; i++) {
+    const char *r = apply_stmt(s, &res->stmts[i], m->type == PV_FE_PARSE, why,
+                               sizeof why);
+    if (r) {
+      while (s->copy_len > copies_before) /* nothing of it will run */
+        pv_plan_actions_free(
+            s->copies[(s->copy_head + --s->copy_len) % COPY_PLANS_MAX].ra);
+      return refuse_msg(s, e, m, r, repl, repl_len);
+    }
+  }
   return PV_OK;
 }
 
@@ -922,10 +1362,29 @@ static int on_client_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     emit_span(e, raw, rawlen);
     return PV_OK;
   }
+  pv_msg_t repl = {0};
+  size_t repl_len = 0;
+  if (s->policy && (m->type == PV_FE_QUERY || m->type == PV_FE_PARSE)) {
+    int rc = guard_message(s, e, m, &repl, &repl_len);
+    if (rc)
+      return rc;
+  }
+  if (s->policy && m->type == PV_FE_FUNCTION_CALL && s->restricted)
+    return PV_EDENIED;
+  if (m->type == PV_FE_QUERY || m->type == PV_FE_SYNC ||
+      m->type == PV_FE_FUNCTION_CALL)
+    s->units_sent++;
   pv_fe_effect_t eff = {0};
-  int rc = pv_tracker_frontend(s->tracker, m, &eff);
+  int rc = pv_tracker_frontend(s->tracker, repl_len ? &repl : m, &eff);
   if (rc)
     return rc;
+  if (repl_len) {
+    /* The replacement sits in scratch; an injected Describe goes first. */
+    if (eff.inject_len)
+      return PV_ESTATE; /* never for Query/Parse */
+    emit_span(e, (const uint8_t *)repl.body - PV_FRAME_HEADER, repl_len);
+    return PV_OK;
+  }
   if (eff.inject_len && (rc = emit_copy(e, eff.inject, eff.inject_len)))
     return rc;
   emit_span(e, raw, rawlen);
@@ -947,6 +1406,10 @@ static void report_error(pv_session_t *s, end_t *src, int rc,
                  "--max-message-bytes (%u)",
                  from_client ? "client" : "server", at[0],
                  pv_get_u32(at + 1) - 4, cfg_of(s)->max_message_bytes);
+  } else if (rc == PV_EDENIED) {
+    fail_session(s, "FATAL", "42501",
+                 "pgveil: the fast-path function call interface is refused "
+                 "for sessions that see protected data");
   } else if (rc == PV_ESTATE) {
     fail_session(s, "FATAL", "XX000",
                  "pgveil: a result row could not be matched to its "
@@ -1068,6 +1531,8 @@ void pv_session_accept(pv_worker_t *w) {
   s->client.open = true;
   s->open_handles = 1;
   s->id = atomic_fetch_add(&w->shared->sessions, 1) + 1;
+  if (getrandom(&s->nonce, sizeof s->nonce, GRND_NONBLOCK) != sizeof s->nonce)
+    s->nonce = (uint32_t)(s->id * 2654435761u) ^ (uint32_t)uv_hrtime();
   unsigned prev = atomic_fetch_add(&w->shared->clients, 1);
   s->over_limit = prev >= w->shared->cfg->max_clients;
   s->next = w->sessions;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pgveil/guard_cache.h"
 #include "pgveil/log.h"
 #include "pgveil/session.h"
 
@@ -168,4 +169,6 @@ void pv_worker_join(pv_worker_t *w) {
   }
   free(w->scratch);
   w->scratch = NULL;
+  pv_guard_cache_free(w->guard_cache);
+  w->guard_cache = NULL;
 }

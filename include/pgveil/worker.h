@@ -50,6 +50,7 @@ typedef struct pv_worker {
   size_t nsessions;
   pv_buf_node_t *free_bufs; /* read buffers of cfg->read_buffer_bytes */
   size_t nfree_bufs;
+  struct pv_guard_cache *guard_cache; /* analyses, created on first use */
   uint8_t *scratch;        /* per-pump scratch for rewritten messages */
   size_t scratch_cap, scratch_len;
 } pv_worker_t;
