@@ -2,7 +2,7 @@
 # bench/run.sh: one-shot benchmark of pgveil --passthrough vs direct PostgreSQL and pgbouncer.
 # Starts and stops everything it needs on loopback only; must never touch a server it did not start.
 #
-# Usage: bench/run.sh            (full run, ~6-7 minutes)
+# Usage: bench/run.sh            (full run, ~4-5 minutes)
 #        DURATION=3 ROUNDS=1 bench/run.sh   (quick run, ~1 minute)
 # Env overrides:
 #   DURATION     seconds per pgbench run (10)
@@ -18,6 +18,7 @@
 #   PGBIN        PostgreSQL binaries (/usr/lib/postgresql/15/bin)
 #   PGBOUNCER    pgbouncer binary (/usr/sbin/pgbouncer)
 #   OUT_DIR      where latest.md and raw data go (bench/out)
+#   GIT_REV      revision named in the report (git HEAD of this tree)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
