@@ -485,7 +485,9 @@ static gcol_t sublink(gctx_t *c, gscope_t *sc, const PgQuery__SubLink *s,
 static gcol_t a_expr(gctx_t *c, gscope_t *sc, const PgQuery__AExpr *e,
                      guse_t use) {
   gcol_t r = clean_col(NULL);
-  if (e->n_name > 0) {
+  bool between = e->kind >= PG_QUERY__A__EXPR__KIND__AEXPR_BETWEEN &&
+                 e->kind <= PG_QUERY__A__EXPR__KIND__AEXPR_NOT_BETWEEN_SYM;
+  if (e->n_name > 0 && !between) {
     const char *op = g_str(e->name[e->n_name - 1]);
     const char *schema = e->n_name >= 2 ? g_str(e->name[e->n_name - 2]) : NULL;
     if (!op || (schema && !streq(schema, "pg_catalog")) || !g_op_safe(op) ||

@@ -523,6 +523,16 @@ static const gcase_t CASES[] = {
      0, ALLOW, "functions on unprotected"},
     {"SELECT now(), current_user, version()", 0, ALLOW, "no table"},
     {"BEGIN", 0, ALLOW, "transaction"},
+    {"SELECT id FROM orders WHERE total BETWEEN 1 AND 9 AND status NOT "
+     "BETWEEN SYMMETRIC 'a' AND 'b' AND status SIMILAR TO 'x%' AND status "
+     "LIKE 'a!%' ESCAPE '!' AND ordered_at AT TIME ZONE 'UTC' > now()",
+     0, ALLOW, "SQL-syntax built-ins"},
+    {"SELECT trim(both 'x' from status), position('a' in status), "
+     "extract(year from ordered_at), substring(status from 2 for 3), "
+     "overlay(status placing 'x' from 1), collation for (status) FROM orders",
+     0, ALLOW, "SQL-syntax functions"},
+    {"SELECT id FROM customers WHERE ssn BETWEEN '1' AND '2'", 0, REFUSE,
+     "between on protected"},
     {"SELECT c.*, o.total FROM customers c JOIN orders o ON o.customer_id = "
      "c.id",
      0, ALLOW, "c.* at top level"},
