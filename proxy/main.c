@@ -108,10 +108,20 @@ static int serve(const pv_config_t *cfg) {
     fprintf(stderr, "pgveil: out of memory\n");
     return 1;
   }
+  /* Signals before the port accepts: a SIGTERM right after start must
+   * still drain and exit 0 (it is delivered when the loop runs). */
+  uv_loop_t *loop = uv_default_loop();
+  uv_signal_init(loop, &m.sigterm);
+  uv_signal_init(loop, &m.sigint);
+  uv_signal_init(loop, &m.sighup);
+  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+  uv_signal_start(&m.sigterm, on_stop_signal, SIGTERM);
+  uv_signal_start(&m.sigint, on_stop_signal, SIGINT);
+  uv_signal_start(&m.sighup, on_reload_signal, SIGHUP);
   /* All sockets first: a port in use fails before any thread starts. */
   for (unsigned i = 0; i < n; i++) {
     char err[256];
-    fds[i] = pv_listen_socket(cfg, err, sizeof err);
+    fds[i] = pv_listen_socket(cfg, i == 0, err, sizeof err);
     if (fds[i] < 0) {
       fprintf(stderr, "pgveil: %s\n", err);
       return EXIT_USAGE;
@@ -134,14 +144,6 @@ static int serve(const pv_config_t *cfg) {
          "listening on %s:%u, upstream %s:%u, %u workers, pid %d",
          cfg->listen_host, cfg->listen_port, cfg->upstream_host,
          cfg->upstream_port, n, (int)getpid());
-  uv_loop_t *loop = uv_default_loop();
-  uv_signal_init(loop, &m.sigterm);
-  uv_signal_init(loop, &m.sigint);
-  uv_signal_init(loop, &m.sighup);
-  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
-  uv_signal_start(&m.sigterm, on_stop_signal, SIGTERM);
-  uv_signal_start(&m.sigint, on_stop_signal, SIGINT);
-  uv_signal_start(&m.sighup, on_reload_signal, SIGHUP);
   uv_run(loop, UV_RUN_DEFAULT);
   for (unsigned i = 0; i < n; i++)
     pv_worker_join(&m.workers[i]);

@@ -113,7 +113,8 @@ struct pv_tracker {
   map_t stmts, portals;
   bool skip; /* after an error with no Sync pending: until Sync */
   uint8_t tx;
-  pv_be_field_t *fields; /* RowDescription scratch, max_columns */
+  pv_be_field_t *fields; /* RowDescription scratch, grown on demand */
+  size_t fields_cap;
   uint8_t *inject;
   size_t inject_cap;
 };
@@ -481,12 +482,8 @@ pv_tracker_t *pv_tracker_new(const pv_tracker_limits_t *lim) {
     return NULL;
   t->lim = *lim;
   t->tx = 'I';
-  t->fields =
-      calloc(lim->max_columns ? lim->max_columns : 1, sizeof *t->fields);
-  if (!t->fields) {
-    free(t);
-    return NULL;
-  }
+  /* The RowDescription scratch is grown on first use: a session that sits
+   * idle must cost a few hundred bytes, not max_columns * 32. */
   return t;
 }
 
@@ -841,7 +838,20 @@ static int be_datarow(pv_tracker_t *t, entry_t *h, const pv_msg_t *m,
 static int be_rowdesc(pv_tracker_t *t, entry_t *h, const pv_msg_t *m,
                       pv_be_effect_t *eff) {
   uint16_t n;
-  int rc = pv_be_rowdesc_decode(m, t->fields, t->lim.max_columns, &n);
+  size_t want = m->len >= 2 ? pv_get_u16(m->body) : 0;
+  if (want > t->lim.max_columns)
+    want = t->lim.max_columns;
+  if (want > t->fields_cap) {
+    size_t cap = t->fields_cap ? t->fields_cap : 16;
+    while (cap < want)
+      cap *= 2;
+    pv_be_field_t *f = realloc(t->fields, cap * sizeof *f);
+    if (!f)
+      return PV_ENOMEM;
+    t->fields = f;
+    t->fields_cap = cap;
+  }
+  int rc = pv_be_rowdesc_decode(m, t->fields, want, &n);
   if (rc)
     return rc;
   if (!h)

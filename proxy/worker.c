@@ -17,7 +17,23 @@
 
 #define FREE_BUFS_MAX 64 /* read buffers kept for reuse per worker */
 
-int pv_listen_socket(const pv_config_t *cfg, char *err, size_t errcap) {
+/* Binds a throwaway socket WITHOUT SO_REUSEPORT: it fails when anyone,
+ * another pgveil included, holds the port. With SO_REUSEPORT alone Linux
+ * would let a second instance of the same user share the port silently. */
+static int port_free(const struct addrinfo *ai) {
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int one = 1, rc = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+    rc = -errno;
+  close(fd);
+  return rc;
+}
+
+int pv_listen_socket(const pv_config_t *cfg, bool probe, char *err,
+                     size_t errcap) {
   struct addrinfo hints = {0}, *res = NULL;
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -30,8 +46,11 @@ int pv_listen_socket(const pv_config_t *cfg, char *err, size_t errcap) {
              cfg->listen_host, gai_strerror(gai));
     return -EINVAL;
   }
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1, rc = -errno;
+  int fd = -1, one = 1, rc = probe ? port_free(res) : 0;
+  if (rc == 0) {
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    rc = -errno;
+  }
   if (fd >= 0 &&
       (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||

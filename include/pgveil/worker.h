@@ -55,9 +55,11 @@ typedef struct pv_worker {
   size_t scratch_cap, scratch_len;
 } pv_worker_t;
 
-/* Opens the listening socket (SO_REUSEPORT) for cfg->listen_host:port.
- * Returns the fd, or a negative errno with a message in err. */
-int pv_listen_socket(const pv_config_t *cfg, char *err, size_t errcap);
+/* Opens the listening socket (SO_REUSEPORT) for cfg->listen_host:port;
+ * with probe, first checks that nobody else holds the port. Returns the
+ * fd, or a negative errno with a message in err. */
+int pv_listen_socket(const pv_config_t *cfg, bool probe, char *err,
+                     size_t errcap);
 
 /* Starts w's thread accepting on listen_fd. Returns 0 or a libuv error. */
 int pv_worker_start(pv_worker_t *w, unsigned id, pv_shared_t *shared,
