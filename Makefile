@@ -14,6 +14,7 @@ DEB_PKGS := build-essential pkg-config clang libclang-rt-14-dev llvm \
             libuv1-dev libpq-dev libssl-dev libxxhash-dev libpg-query-dev \
             libyaml-dev libprotobuf-c-dev postgresql-15 postgresql-client-15 pgbouncer \
             python3-psycopg python3-psycopg2 python3-pytest \
+            libpostgresql-jdbc-java default-jdk-headless \
             clang-format clang-tidy
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
