@@ -18,6 +18,7 @@
 
 #include "pgveil/catalog.h"
 #include "pgveil/log.h"
+#include "pgveil/reldir.h"
 
 #define SECRET_MAX 4096
 #define ERRMSG_MAX 1024
@@ -31,6 +32,8 @@ pv_control_limits_t pv_control_limits_default(void) {
       .max_dbs = 256,
       .max_requests = 65536,
       .max_errors = 100,
+      .reldir_max_relations = PV_RELDIR_MAX_RELATIONS,
+      .reldir_max_viewdef = PV_RELDIR_MAX_VIEWDEF,
   };
 }
 
@@ -349,14 +352,145 @@ static bool parse_row(const PGresult *r, int i, pv_catalog_row_t *row) {
   return true;
 }
 
-/* Runs the resolution query for rules on pg and builds the catalog.
- * Returns PV_OK (*cat), PV_ENOENT (*errs: rules do not match), PV_EIO
- * (query failed: err) or PV_ENOMEM. */
+/* Row i of the directory query; false when the server sent something
+ * this query cannot produce. */
+static bool parse_dir_row(const PGresult *r, int i, pv_reldir_row_t *row) {
+  memset(row, 0, sizeof *row);
+  for (int c = 0; c <= 4; c++)
+    if (PQgetisnull(r, i, c))
+      return false;
+  if (PQgetisnull(r, i, 5) != PQgetisnull(r, i, 6))
+    return false;
+  row->schema = PQgetvalue(r, i, 1);
+  row->name = PQgetvalue(r, i, 2);
+  row->relkind = PQgetvalue(r, i, 3)[0];
+  row->prot = PQgetvalue(r, i, 4)[0] == 't';
+  row->viewdef = PQgetisnull(r, i, 7) ? NULL : PQgetvalue(r, i, 7);
+  if (!parse_u32(PQgetvalue(r, i, 0), &row->relid))
+    return false;
+  if (PQgetisnull(r, i, 5))
+    return true; /* a relation without columns */
+  int32_t attnum = 0;
+  row->attname = PQgetvalue(r, i, 5);
+  if (!parse_i32(PQgetvalue(r, i, 6), &attnum) || attnum <= 0 ||
+      attnum > INT16_MAX)
+    return false;
+  row->attnum = (int16_t)attnum;
+  return true;
+}
+
+/* Runs the directory query for cat's protected relations and builds the
+ * guard's relation directory. Returns PV_OK (*dir), PV_ELIMIT (too many
+ * relations: err), PV_EIO (query failed or odd rows: err) or PV_ENOMEM. */
+static int resolve_reldir(PGconn *pg, const pv_catalog_t *cat,
+                          const char *dbname, const pv_reldir_limits_t *lim,
+                          pv_reldir_t **dir, char *err, size_t errcap) {
+  *dir = NULL;
+  size_t cap = pv_reldir_query_param_size(cat);
+  char *oids = malloc(cap);
+  pv_reldir_row_t *rows = NULL;
+  PGresult *res = NULL;
+  int rc = PV_ENOMEM;
+  if (!oids || (rc = pv_reldir_query_param(cat, oids, cap)) != PV_OK)
+    goto fail;
+  const char *params[1] = {oids};
+  res = PQexecParams(pg, PV_RELDIR_QUERY, 1, NULL, params, NULL, NULL, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK ||
+      PQnfields(res) != PV_RELDIR_QUERY_NCOLS) {
+    snprintf(err, errcap,
+             "relation directory query failed in database "
+             "\"%s\": %s",
+             dbname, res ? PQresultErrorMessage(res) : PQerrorMessage(pg));
+    trim_nl(err);
+    rc = PV_EIO;
+    goto fail;
+  }
+  int n = PQntuples(res);
+  rc = PV_ENOMEM;
+  rows = calloc(n > 0 ? (size_t)n : 1, sizeof *rows);
+  if (!rows)
+    goto fail;
+  rc = PV_EIO;
+  for (int i = 0; i < n; i++)
+    if (!parse_dir_row(res, i, &rows[i])) {
+      snprintf(err, errcap,
+               "unexpected relation directory row %d in "
+               "database \"%s\"",
+               i, dbname);
+      goto fail;
+    }
+  rc = pv_reldir_build(cat, rows, (size_t)n, lim, dir);
+  if (rc == PV_ELIMIT)
+    snprintf(err, errcap,
+             "pgveil: database \"%s\" has more than %zu protected "
+             "relations and views over them; the guard cannot cover them",
+             dbname, lim->max_relations);
+  else if (rc == PV_EINVAL)
+    snprintf(err, errcap,
+             "unexpected relation directory rows in database "
+             "\"%s\"",
+             dbname);
+  if (rc == PV_EINVAL)
+    rc = PV_EIO;
+fail:
+  if (rc == PV_ENOMEM)
+    snprintf(err, errcap, "out of memory");
+  PQclear(res);
+  free(rows);
+  free(oids);
+  return rc;
+}
+
+static int resolve_catalog(PGconn *pg, const pv_rules_t *rules,
+                           const char *dbname, size_t max_errors,
+                           uint64_t *fingerprint, pv_catalog_t **cat,
+                           pv_rules_errors_t **errs, char *err, size_t errcap);
+
+/* Resolves the rules on pg and, when dir is non-NULL, builds the relation
+ * directory from the same snapshot of the catalog (one REPEATABLE READ
+ * transaction, so a view created between the two queries cannot be
+ * missed). Returns PV_OK (*cat, *dir), PV_ENOENT (*errs: rules do not
+ * match), PV_ELIMIT (directory too large: err), PV_EIO (query failed:
+ * err) or PV_ENOMEM. */
 static int resolve(PGconn *pg, const pv_rules_t *rules, const char *dbname,
-                   size_t max_errors, uint64_t *fingerprint, pv_catalog_t **cat,
+                   const pv_control_limits_t *lim, uint64_t *fingerprint,
+                   pv_catalog_t **cat, pv_reldir_t **dir,
                    pv_rules_errors_t **errs, char *err, size_t errcap) {
   *cat = NULL;
   *errs = NULL;
+  if (dir)
+    *dir = NULL;
+  char qerr[ERRMSG_MAX];
+  if (!pq_run(pg, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", 0, NULL,
+              qerr, sizeof qerr)) {
+    snprintf(err, errcap, "cannot read the catalog of database \"%s\": %s",
+             dbname, qerr);
+    return PV_EIO;
+  }
+  int rc = resolve_catalog(pg, rules, dbname, lim->max_errors, fingerprint, cat,
+                           errs, err, errcap);
+  if (rc == PV_OK && dir) {
+    pv_reldir_limits_t rl = {lim->reldir_max_relations,
+                             lim->reldir_max_viewdef};
+    rc = resolve_reldir(pg, *cat, dbname, &rl, dir, err, errcap);
+    if (rc) {
+      pv_catalog_free(*cat);
+      *cat = NULL;
+    }
+  }
+  /* Read only: ROLLBACK and COMMIT end it alike; a failed one leaves the
+   * connection for conn_drop. */
+  (void)pq_run(pg, "ROLLBACK", 0, NULL, qerr, sizeof qerr);
+  return rc;
+}
+
+/* Runs the resolution query for rules on pg and builds the catalog.
+ * Returns PV_OK (*cat), PV_ENOENT (*errs: rules do not match), PV_EIO
+ * (query failed: err) or PV_ENOMEM. */
+static int resolve_catalog(PGconn *pg, const pv_rules_t *rules,
+                           const char *dbname, size_t max_errors,
+                           uint64_t *fingerprint, pv_catalog_t **cat,
+                           pv_rules_errors_t **errs, char *err, size_t errcap) {
   size_t cap = pv_catalog_query_params_size(rules);
   char *schemas = malloc(cap), *tables = malloc(cap);
   pv_catalog_row_t *rows = NULL;
@@ -422,11 +556,11 @@ static void publish(pv_control_t *ctl, pv_policy_t *p) {
   ctl->cur = p;
 }
 
-/* Publishes cur with db set to cat or error (taking cat). */
+/* Publishes cur with db set to cat and dir, or error (taking both). */
 static void publish_db(pv_control_t *ctl, const char *db, pv_catalog_t *cat,
-                       const char *error, bool transient) {
+                       pv_reldir_t *dir, const char *error, bool transient) {
   pv_policy_t *p = NULL;
-  if (pv_policy_with_db(ctl->cur, db, cat, error, transient, &p)) {
+  if (pv_policy_with_db_reldir(ctl->cur, db, cat, dir, error, transient, &p)) {
     pv_log(PV_LOG_ERROR,
            "out of memory building a policy snapshot for "
            "database %s",
@@ -553,12 +687,13 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
   bool known = d && pv_policy_db_catalog(d) && !pv_policy_db_transient(d);
   char err[ERRMSG_MAX] = "", msg[ERRMSG_MAX + 128];
   pv_catalog_t *cat = NULL;
+  pv_reldir_t *dir = NULL;
   pv_rules_errors_t *errs = NULL;
   uint64_t fp = 0;
   int rc = PV_EIO;
   if (conn_ensure(ctl, c, err, sizeof err))
-    rc = resolve(c->pg, pv_policy_rules(ctl->cur), c->db, ctl->lim.max_errors,
-                 &fp, &cat, &errs, err, sizeof err);
+    rc = resolve(c->pg, pv_policy_rules(ctl->cur), c->db, &ctl->lim, &fp, &cat,
+                 &dir, &errs, err, sizeof err);
   if (rc == PV_EIO || rc == PV_ENOMEM) {
     if (c->pg && PQstatus(c->pg) != CONNECTION_OK)
       conn_drop(c);
@@ -569,7 +704,15 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
     pv_log(PV_LOG_WARN, "%s (%s)%s", msg, why,
            known ? "; keeping its last resolution" : "");
     if (!known && !same_error(d, msg))
-      publish_db(ctl, c->db, NULL, msg, true);
+      publish_db(ctl, c->db, NULL, NULL, msg, true);
+    return;
+  }
+  if (rc == PV_ELIMIT) {
+    /* Too much to cover: fail closed until the DBA drops some. */
+    if (!same_error(d, err)) {
+      pv_log(PV_LOG_ERROR, "%s (%s); refusing its sessions", err, why);
+      publish_db(ctl, c->db, NULL, NULL, err, false);
+    }
     return;
   }
   if (rc == PV_ENOENT) {
@@ -580,21 +723,26 @@ static void refresh_db(pv_control_t *ctl, conn_t *c, const char *why) {
              "refusing its sessions:",
              c->db, why);
       log_rules_errors(errs);
-      publish_db(ctl, c->db, NULL, msg, false);
+      publish_db(ctl, c->db, NULL, NULL, msg, false);
     }
     pv_rules_errors_free(errs);
     return;
   }
   if (d && !pv_policy_db_error(d) &&
-      pv_catalog_fingerprint(pv_policy_db_catalog(d)) == fp) {
-    pv_catalog_free(cat); /* unchanged */
+      pv_catalog_fingerprint(pv_policy_db_catalog(d)) == fp &&
+      pv_policy_db_reldir(d) &&
+      pv_reldir_fingerprint(pv_policy_db_reldir(d)) ==
+          pv_reldir_fingerprint(dir)) {
+    pv_reldir_free(dir); /* unchanged */
+    pv_catalog_free(cat);
     return;
   }
   pv_log(PV_LOG_INFO,
          "catalog of database %s resolved (%s): %zu relations, "
-         "%zu protected columns",
-         c->db, why, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat));
-  publish_db(ctl, c->db, cat, NULL, false);
+         "%zu protected columns, %zu views over protected data",
+         c->db, why, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat),
+         pv_reldir_nviews(dir));
+  publish_db(ctl, c->db, cat, dir, NULL, false);
 }
 
 static void on_check_timer(uv_timer_t *t) {
@@ -678,12 +826,13 @@ static bool resolve_all(pv_control_t *ctl, pv_policy_t **next) {
     conn_t *c = conn_find(ctl, db);
     char err[ERRMSG_MAX] = "", msg[ERRMSG_MAX + 128];
     pv_catalog_t *cat = NULL;
+    pv_reldir_t *dir = NULL;
     pv_rules_errors_t *errs = NULL;
     uint64_t fp = 0;
     int rc = PV_EIO;
     if (c && conn_ensure(ctl, c, err, sizeof err))
-      rc = resolve(c->pg, pv_policy_rules(*next), db, ctl->lim.max_errors, &fp,
-                   &cat, &errs, err, sizeof err);
+      rc = resolve(c->pg, pv_policy_rules(*next), db, &ctl->lim, &fp, &cat,
+                   &dir, &errs, err, sizeof err);
     if (rc == PV_ENOENT && !pv_policy_db_error(old)) {
       pv_log(PV_LOG_ERROR,
              "reload refused: the new rules do not match "
@@ -695,6 +844,8 @@ static bool resolve_all(pv_control_t *ctl, pv_policy_t **next) {
     }
     if (rc == PV_ENOENT)
       mismatch_message(errs, db, msg, sizeof msg);
+    else if (rc == PV_ELIMIT)
+      snprintf(msg, sizeof msg, "%s", err);
     else if (rc)
       snprintf(msg, sizeof msg,
                "pgveil: cannot read the catalog of "
@@ -702,8 +853,9 @@ static bool resolve_all(pv_control_t *ctl, pv_policy_t **next) {
                db, err);
     pv_rules_errors_free(errs);
     pv_policy_t *p = NULL;
-    if (pv_policy_with_db(*next, db, cat, rc ? msg : NULL,
-                          rc != PV_OK && rc != PV_ENOENT, &p))
+    if (pv_policy_with_db_reldir(
+            *next, db, cat, dir, rc ? msg : NULL,
+            rc != PV_OK && rc != PV_ENOENT && rc != PV_ELIMIT, &p))
       return false;
     pv_policy_release(*next);
     *next = p;
@@ -842,10 +994,11 @@ static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
   c->ever_tried = true;
   c->last_attempt_ms = now_ms();
   pv_catalog_t *cat = NULL;
+  pv_reldir_t *dir = NULL;
   pv_rules_errors_t *errs = NULL;
   uint64_t fp = 0;
-  int rc = resolve(pg, pv_policy_rules(ctl->cur), db, ctl->lim.max_errors, &fp,
-                   &cat, &errs, err, errcap);
+  int rc = resolve(pg, pv_policy_rules(ctl->cur), db, &ctl->lim, &fp, &cat,
+                   &dir, &errs, err, errcap);
   if (rc == PV_ENOENT) {
     log_rules_errors(errs);
     mismatch_message(errs, db, err, errcap);
@@ -854,7 +1007,7 @@ static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
   if (rc)
     return rc;
   pv_policy_t *p = NULL;
-  rc = pv_policy_with_db(ctl->cur, db, cat, NULL, false, &p);
+  rc = pv_policy_with_db_reldir(ctl->cur, db, cat, dir, NULL, false, &p);
   if (rc) {
     snprintf(err, errcap, "out of memory");
     return rc;
@@ -863,8 +1016,9 @@ static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
   ctl->cur = p;
   pv_log(PV_LOG_INFO,
          "catalog of database %s resolved: %zu relations, %zu "
-         "protected columns",
-         db, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat));
+         "protected columns, %zu views over protected data",
+         db, pv_catalog_nrelations(cat), pv_catalog_ncolumns(cat),
+         pv_reldir_nviews(dir));
   return PV_OK;
 }
 
@@ -1031,7 +1185,9 @@ static int check_catalog(const pv_config_t *cfg, const pv_rules_t *rules,
   pv_catalog_t *cat = NULL;
   pv_rules_errors_t *errs = NULL;
   uint64_t fp = 0;
-  int rc = resolve(pg, rules, db, 10000, &fp, &cat, &errs, err, sizeof err);
+  lim.max_errors = 10000;
+  int rc =
+      resolve(pg, rules, db, &lim, &fp, &cat, NULL, &errs, err, sizeof err);
   PQfinish(pg);
   if (rc == PV_ENOENT) {
     print_errors(out, errs);

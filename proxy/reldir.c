@@ -13,8 +13,10 @@
  * connection runs with search_path = '' (so pg_get_viewdef qualifies every
  * relation too). A view or matview is held when its _RETURN rule depends
  * (pg_depend, through pg_rewrite) on a protected relation, on a view held,
- * or on a function: only non-pinned functions (user and extension ones)
- * have pg_depend entries, and those may read anything. Views are held once
+ * or on a function outside pg_catalog and information_schema: only
+ * non-pinned functions have pg_depend entries (so this sees user and
+ * extension functions, and information_schema's helpers, which are left
+ * out), and those may read anything. Views are held once
  * (UNION), so a dependency cycle cannot loop. */
 const char PV_RELDIR_QUERY[] =
     "WITH RECURSIVE prot(relid) AS ("
@@ -29,7 +31,10 @@ const char PV_RELDIR_QUERY[] =
     " SELECT rd.viewid FROM ruledep rd"
     " WHERE (rd.refclass = 'pg_catalog.pg_class'::pg_catalog.regclass"
     "        AND rd.refid IN (SELECT prot.relid FROM prot))"
-    "    OR rd.refclass = 'pg_catalog.pg_proc'::pg_catalog.regclass"
+    "    OR (rd.refclass = 'pg_catalog.pg_proc'::pg_catalog.regclass"
+    "        AND rd.refid IN (SELECT f.oid FROM pg_catalog.pg_proc f"
+    "         JOIN pg_catalog.pg_namespace fn ON fn.oid = f.pronamespace"
+    "         WHERE fn.nspname NOT IN ('pg_catalog', 'information_schema')))"
     " UNION"
     " SELECT rd.viewid FROM reach"
     " JOIN ruledep rd ON rd.refid = reach.relid"

@@ -3,7 +3,10 @@
  * catalog, LISTEN for DDL (channel "pgveil_catalog", rules/sql/
  * catalog_notify.sql), recheck every 30 s, reload the rules on SIGHUP or a
  * change of the file, and publish each new policy snapshot (pgveil/policy.h)
- * to the holder. Also `pgveil --check`.
+ * to the holder. Also `pgveil --check`. With each resolution it builds
+ * the database's relation directory for the guard (pgveil/reldir.h:
+ * protected relations and the views over them) from the same catalog
+ * snapshot; DDL, the periodic check and reloads rebuild it.
  *
  * Databases: the one named in --control-dsn is resolved at start (a rule
  * that does not match it stops pgveil from starting). Any other is resolved
@@ -33,6 +36,12 @@ typedef struct {
   size_t max_dbs;                /* databases resolved at once: 256 */
   size_t max_requests;           /* pending session requests: 65536 */
   size_t max_errors;             /* catalog problems kept per resolution: 100 */
+  /* The guard's relation directory (pgveil/reldir.h), built with every
+   * resolution: more relations than this fail the database closed;
+   * a view definition longer than this makes the guard refuse statements
+   * that name the view. */
+  size_t reldir_max_relations; /* PV_RELDIR_MAX_RELATIONS */
+  size_t reldir_max_viewdef;   /* PV_RELDIR_MAX_VIEWDEF */
 } pv_control_limits_t;
 
 pv_control_limits_t pv_control_limits_default(void);
