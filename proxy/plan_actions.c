@@ -52,16 +52,26 @@ static bool fill(pv_col_action_t *c, const pv_result_col_t *cols,
   return acted;
 }
 
+/* The protected column behind a result column: a table's own, or the base
+ * column a view passes through. */
+static const pv_catalog_col_t *lookup(const pv_catalog_t *cat,
+                                      const pv_reldir_t *dir,
+                                      const pv_result_col_t *rc) {
+  if (!rc->table_oid)
+    return NULL;
+  const pv_catalog_col_t *cc =
+      pv_catalog_column(cat, rc->table_oid, rc->attnum);
+  return cc ? cc : pv_reldir_alias(dir, rc->table_oid, rc->attnum);
+}
+
 int pv_plan_actions_build(const pv_result_col_t *cols, uint16_t ncols,
-                          const pv_catalog_t *cat, int purpose,
+                          const pv_catalog_t *cat, const pv_reldir_t *dir,
+                          int purpose,
                           const pv_mask_key_t *key, pv_row_actions_t **out) {
   *out = NULL;
   size_t strings = 0;
   for (uint16_t i = 0; i < ncols; i++) {
-    const pv_catalog_col_t *cc =
-        cols[i].table_oid ? pv_catalog_column(cat, cols[i].table_oid,
-                                              cols[i].attnum)
-                          : NULL;
+    const pv_catalog_col_t *cc = lookup(cat, dir, &cols[i]);
     if (cc)
       strings += column_id_len(cc);
   }
@@ -78,10 +88,7 @@ int pv_plan_actions_build(const pv_result_col_t *cols, uint16_t ncols,
     c->typmod = cols[i].typmod;
     c->format = cols[i].format;
     c->subject_col = -1;
-    const pv_catalog_col_t *cc =
-        cols[i].table_oid ? pv_catalog_column(cat, cols[i].table_oid,
-                                              cols[i].attnum)
-                          : NULL;
+    const pv_catalog_col_t *cc = lookup(cat, dir, &cols[i]);
     if (!cc)
       continue;
     if (fill(c, cols, ncols, &cols[i], cc, purpose, key, id)) {
@@ -95,7 +102,7 @@ int pv_plan_actions_build(const pv_result_col_t *cols, uint16_t ncols,
 }
 
 int pv_plan_actions_for_plan(const pv_plan_t *plan, const pv_catalog_t *cat,
-                             int purpose, const pv_mask_key_t *key,
+                             const pv_reldir_t *dir, int purpose, const pv_mask_key_t *key,
                              pv_row_actions_t **out) {
   pv_result_col_t stackcols[64] = {{0}};
   pv_result_col_t *cols = plan->ncols <= 64
@@ -108,7 +115,8 @@ int pv_plan_actions_for_plan(const pv_plan_t *plan, const pv_catalog_t *cat,
     cols[i] = (pv_result_col_t){pc->table_oid, pc->attnum, pc->type_oid,
                                 pc->typmod, pc->format};
   }
-  int rc = pv_plan_actions_build(cols, plan->ncols, cat, purpose, key, out);
+  int rc =
+      pv_plan_actions_build(cols, plan->ncols, cat, dir, purpose, key, out);
   if (cols != stackcols)
     free(cols);
   return rc;

@@ -70,7 +70,18 @@ typedef struct {
   const char *viewdef; /* "SELECT ..." for views; NULL otherwise */
 } ent_t;
 
+/* A column of a view or matview that is a plain reference to a protected
+ * column: RowDescription names the view (its OID and attnum), so the row
+ * rewriter maps it back to the base column through this. */
+typedef struct {
+  uint32_t relid;
+  int16_t attnum;
+  const pv_catalog_col_t *base;
+} alias_t;
+
 struct pv_reldir {
+  alias_t *aliases; /* sorted by (relid, attnum) */
+  size_t naliases;
   ent_t *ents; /* sorted by (name, schema) */
   size_t nents, nviews;
   const char **names; /* distinct ents[].name, sorted */
@@ -272,6 +283,77 @@ static int make_names(pv_reldir_t *d) {
   return pv_guard_names_new(d->names, d->nnames, &d->gnames);
 }
 
+static int alias_cmp(const void *pa, const void *pb) {
+  const alias_t *a = pa, *b = pb;
+  if (a->relid != b->relid)
+    return a->relid < b->relid ? -1 : 1;
+  return a->attnum - b->attnum;
+}
+
+/* Maps one view's output columns to base columns. Views cannot drop
+ * columns, so output column i is attnum i + 1. A definition the guard
+ * cannot analyse maps nothing: queries over it are refused the same way. */
+static int map_view(pv_reldir_t *d, const pv_catalog_t *cat, const ent_t *e,
+                    size_t *cap) {
+  pv_guard_input_t in = {.rules = pv_catalog_rules(cat),
+                         .purpose = PV_PURPOSE_NONE,
+                         .lookup = pv_reldir_lookup,
+                         .lookup_ctx = d,
+                         .map_only = true};
+  pv_guard_result_t *res = NULL;
+  if (pv_guard_analyze(&in, e->viewdef, &res) != PV_OK)
+    return PV_OK;
+  const pv_guard_stmt_t *st = res->nstmts == 1 ? &res->stmts[0] : NULL;
+  for (size_t i = 0; st && i < st->noutcols && i < e->ncols; i++) {
+    const pv_guard_outcol_t *o = &st->outcols[i];
+    const pv_catalog_col_t *base =
+        o->schema && o->table && o->column
+            ? pv_catalog_column_by_name(cat, o->schema, o->table, o->column)
+            : NULL;
+    if (!base)
+      continue;
+    if (d->naliases == *cap) {
+      size_t nc = *cap ? *cap * 2 : 64;
+      alias_t *na = realloc(d->aliases, nc * sizeof *na);
+      if (!na) {
+        pv_guard_result_free(res);
+        return PV_ENOMEM;
+      }
+      d->aliases = na;
+      *cap = nc;
+    }
+    d->aliases[d->naliases++] =
+        (alias_t){e->relid, (int16_t)(i + 1), base};
+  }
+  pv_guard_result_free(res);
+  return PV_OK;
+}
+
+static int make_aliases(pv_reldir_t *d, const pv_catalog_t *cat) {
+  size_t cap = 0;
+  for (size_t i = 0; i < d->nents; i++) {
+    const ent_t *e = &d->ents[i];
+    if (e->prot || !e->viewdef)
+      continue;
+    int rc = map_view(d, cat, e, &cap);
+    if (rc)
+      return rc;
+  }
+  if (d->naliases)
+    qsort(d->aliases, d->naliases, sizeof *d->aliases, alias_cmp);
+  return PV_OK;
+}
+
+const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir,
+                                        uint32_t relid, int16_t attnum) {
+  if (!dir || !dir->naliases)
+    return NULL;
+  alias_t key = {relid, attnum, NULL};
+  const alias_t *a = bsearch(&key, dir->aliases, dir->naliases,
+                             sizeof key, alias_cmp);
+  return a ? a->base : NULL;
+}
+
 int pv_reldir_build(const pv_catalog_t *cat, const pv_reldir_row_t *rows,
                     size_t nrows, const pv_reldir_limits_t *lim,
                     pv_reldir_t **out) {
@@ -297,6 +379,8 @@ int pv_reldir_build(const pv_catalog_t *cat, const pv_reldir_row_t *rows,
   rc = fill(d, cat, rows, nrows, lim);
   if (!rc)
     rc = make_names(d);
+  if (!rc)
+    rc = make_aliases(d, cat);
   if (rc)
     goto fail;
   d->fingerprint = pv_reldir_rows_fingerprint(rows, nrows);
@@ -311,6 +395,7 @@ void pv_reldir_free(pv_reldir_t *dir) {
   if (!dir)
     return;
   pv_guard_names_free(dir->gnames);
+  free(dir->aliases);
   free(dir->names);
   free(dir->ents);
   free(dir->colv);

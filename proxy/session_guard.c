@@ -121,26 +121,6 @@ static const char *apply_purpose(pv_session_t *s, const pv_guard_stmt_t *st,
   return NULL;
 }
 
-/* Finds the catalog column (schema.table.column) of this database. */
-static const pv_catalog_col_t *find_column(const pv_catalog_t *cat,
-                                           const char *schema,
-                                           const char *table,
-                                           const char *column) {
-  for (size_t i = 0; i < pv_catalog_nrelations(cat); i++) {
-    const pv_catalog_rel_t *rel = pv_catalog_relation_at(cat, i);
-    if (rel->child || strcmp(rel->table->schema, schema) != 0 ||
-        strcmp(rel->table->name, table) != 0)
-      continue;
-    for (int16_t a = 1; a <= 1600; a++) {
-      const pv_catalog_col_t *c = pv_catalog_column(cat, rel->table_oid, a);
-      if (c && strcmp(c->rule->name, column) == 0)
-        return c;
-    }
-    return NULL;
-  }
-  return NULL;
-}
-
 static void copy_opts_from(const pv_guard_copy_t *cp, pv_copy_opts_t *o) {
   pv_copy_opts_default(o, cp->format == PV_COPY_CSV);
   if (cp->delimiter && strlen(cp->delimiter) == 1)
@@ -172,14 +152,14 @@ static const char *plan_copy(pv_session_t *s, const pv_guard_stmt_t *st,
     const char *tab = cp->is_query ? st->outcols[i].table : cp->table;
     const char *col = cp->is_query ? st->outcols[i].column : cp->columns[i];
     const pv_catalog_col_t *c =
-        sch && tab && col ? find_column(cat, sch, tab, col) : NULL;
+        sch && tab && col ? pv_catalog_column_by_name(cat, sch, tab, col) : NULL;
     cols[i] = c ? (pv_result_col_t){c->table_oid, c->attnum, c->type_oid,
                                     c->typmod, 0}
                 : (pv_result_col_t){0, 0, 0, -1, 0};
   }
   copy_plan_t *cpl = &s->copies[(s->copy_head + s->copy_len) % COPY_PLANS_MAX];
   memset(cpl, 0, sizeof *cpl);
-  if (pv_plan_actions_build(cols, (uint16_t)n, cat, s->purpose,
+  if (pv_plan_actions_build(cols, (uint16_t)n, cat, NULL, s->purpose,
                             pv_policy_key(s->policy, s->purpose),
                             &cpl->ra) != PV_OK)
     return "pgveil: out of memory";

@@ -144,7 +144,8 @@ static const pv_row_actions_t *plan_actions(pv_session_t *s,
   if (pe && pe->generation == gen)
     return pe->ra;
   pv_row_actions_t *ra = NULL;
-  if (pv_plan_actions_for_plan(plan, pv_policy_db_catalog(s->db), s->purpose,
+  if (pv_plan_actions_for_plan(plan, pv_policy_db_catalog(s->db),
+                               pv_policy_db_reldir(s->db), s->purpose,
                                pv_policy_key(s->policy, s->purpose),
                                &ra) != PV_OK)
     return NULL;

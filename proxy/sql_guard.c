@@ -1049,7 +1049,8 @@ int pv_guard_analyze(const pv_guard_input_t *in, const char *sql,
   c.res = res;
   c.work = &work;
   c.purpose_name = purpose_label(in->rules, in->purpose);
-  c.restricted = pv_guard_purpose_restricted(in->rules, in->purpose);
+  c.restricted =
+      !in->map_only && pv_guard_purpose_restricted(in->rules, in->purpose);
   c.max_depth = in->max_depth ? in->max_depth : PV_GUARD_DEFAULT_MAX_DEPTH;
   c.max_view_depth =
       in->max_view_depth ? in->max_view_depth : PV_GUARD_DEFAULT_VIEW_DEPTH;

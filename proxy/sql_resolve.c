@@ -715,7 +715,7 @@ static void table_cols(gctx_t *c, gitem_t *it, const pv_guard_rel_t *rel) {
     if (!rc)
       continue;
     const pv_rules_decision_t *d = pv_rules_decide(rc, c->in->purpose);
-    if (!pv_rules_decision_is_clear(d))
+    if (!c->in->map_only && !pv_rules_decision_is_clear(d))
       col->prot = prot_new(c, col->schema, col->table, col->name, d);
   }
 }

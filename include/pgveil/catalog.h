@@ -112,6 +112,14 @@ void pv_catalog_free(pv_catalog_t *cat);
 const pv_catalog_col_t *pv_catalog_column(const pv_catalog_t *cat,
                                           uint32_t table_oid, int16_t attnum);
 
+/* The protected column schema.table.column (folded names as in pg_class)
+ * of the relation the rules name (not a partition), or NULL. O(columns):
+ * for plan building (COPY, view mapping), not per row. */
+const pv_catalog_col_t *pv_catalog_column_by_name(const pv_catalog_t *cat,
+                                                  const char *schema,
+                                                  const char *table,
+                                                  const char *column);
+
 /* The protected relation table_oid, or NULL. */
 const pv_catalog_rel_t *pv_catalog_relation(const pv_catalog_t *cat,
                                             uint32_t table_oid);

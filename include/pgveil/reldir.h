@@ -125,6 +125,12 @@ int pv_reldir_lookup(void *ctx, const char *schema, const char *name,
                      const char *const *search_path, size_t nsearch_path,
                      pv_guard_rel_t *out);
 
+/* The protected base column that column attnum of view or matview relid
+ * plainly passes through (RowDescription names the view, not the base
+ * table), or NULL. O(log n); called when a plan is built, not per row. */
+const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir,
+                                        uint32_t relid, int16_t attnum);
+
 /* The distinct bare names of every relation held (for
  * pv_guard_names_new), owned by dir. */
 void pv_reldir_names(const pv_reldir_t *dir, const char *const **names,

@@ -79,6 +79,10 @@ typedef struct {
    * its row plan from pv_guard_stmt_t.outcols for such statements it may
    * set this; otherwise (default) they are refused. */
   bool trust_outcols;
+  /* Analyse as if no column were protected: only to learn where output
+   * columns come from (the relation directory maps view columns to their
+   * base columns this way). Never for a client's statement. */
+  bool map_only;
 } pv_guard_input_t;
 
 /* ---- Result -------------------------------------------------------------- */
