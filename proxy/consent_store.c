@@ -1,0 +1,999 @@
+/* Owns the consent store thread (include/pgveil/consent.h): its uv loop, its
+ * LISTEN connection, full loads on a second short-lived connection in the
+ * libuv thread pool, NOTIFY deltas, heartbeats, staleness and publication.
+ * Must not touch the control thread's state, block a worker, or log the DSN
+ * or any subject value. */
+#include "pgveil/consent.h"
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "pgveil/log.h"
+
+#define ERRMSG_MAX 512
+#define IDENT_MAX 64
+#define TICK_MS 50
+#define STOP_CHECK_ROWS 65536
+
+pv_consent_store_limits_t pv_consent_store_limits_default(void) {
+  return (pv_consent_store_limits_t){.backoff_min_ms = 100,
+                                     .backoff_max_ms = 5000,
+                                     .config_poll_ms = 1000,
+                                     .start_wait_ms = 30000,
+                                     .max_subjects = 200000000,
+                                     .delta_merge = 0};
+}
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
+
+/* The consent section of the rules, copied so a reload can be compared. */
+typedef struct {
+  bool configured;
+  char schema[IDENT_MAX], table[IDENT_MAX], scol[IDENT_MAX], pcol[IDENT_MAX],
+      gcol[IDENT_MAX], chan[IDENT_MAX];
+  uint64_t max_staleness_ms, resync_ms, purposes_hash;
+} ccfg_t;
+
+typedef struct pollbox {
+  uv_poll_t h;
+  PGconn *pg; /* finished in the close callback */
+} pollbox_t;
+
+/* One full load, run in the thread pool. Owner: the store until
+ * after_load frees it. */
+typedef struct {
+  uv_work_t req;
+  pv_consent_store_t *st;
+  ccfg_t cc;
+  pv_policy_t *policy; /* for purpose names; a reference */
+  pv_consent_key_kind_t kind;
+  uint64_t cfg_gen, epoch, started_ms;
+  /* results */
+  int rc;
+  char err[ERRMSG_MAX];
+  pv_consent_set_t *set;
+  uint64_t rows, ignored, ms;
+} load_job_t;
+
+struct pv_consent_store {
+  const pv_config_t *cfg;
+  pv_policy_holder_t *ph;
+  pv_consent_store_limits_t lim;
+  uv_loop_t loop;
+  uv_thread_t thread;
+  uv_async_t wake;
+  uv_timer_t tick;
+  pthread_mutex_t mu; /* guards the request flags and first_done */
+  pthread_cond_t cv;
+  bool want_stop, want_resync, first_done;
+  atomic_bool stopping; /* read by load jobs */
+  pv_consent_holder_t holder;
+  pv_consent_clock_t *clock;
+
+  /* loop-thread state */
+  uint64_t policy_gen, cfg_gen, next_cfg_poll_ms;
+  pv_policy_t *policy; /* current rules, a reference */
+  ccfg_t cc;
+  PGconn *pg;
+  pollbox_t *poll;
+  uint64_t epoch; /* increases with every (re)connect */
+  pv_consent_key_kind_t kind;
+  bool hb_inflight;
+  uint64_t hb_sent_ms, next_hb_ms, next_connect_ms, backoff_ms;
+  pv_consent_set_t *base, *delta, *since; /* since: while a load runs */
+  load_job_t *job;
+  bool resync_pending, dirty, was_stale, ever_loaded;
+  uint64_t next_resync_ms;
+
+  /* counters for stats (relaxed atomics) */
+  _Atomic uint64_t confirmed_ms, loads, load_ms, load_rows, notifies, forced, reconnects,
+      stale_events;
+  atomic_bool configured, connected;
+};
+
+/* ---- Configuration ------------------------------------------------------ */
+
+static void cfg_from_rules(const pv_rules_t *r, ccfg_t *c) {
+  memset(c, 0, sizeof *c);
+  if (!r || !r->consent.configured)
+    return;
+  const pv_rules_consent_t *k = &r->consent;
+  c->configured = true;
+  snprintf(c->schema, sizeof c->schema, "%s", k->schema ? k->schema : "public");
+  snprintf(c->table, sizeof c->table, "%s", k->table);
+  snprintf(c->scol, sizeof c->scol, "%s", k->subject_column);
+  snprintf(c->pcol, sizeof c->pcol, "%s", k->purpose_column);
+  snprintf(c->gcol, sizeof c->gcol, "%s", k->granted_column);
+  snprintf(c->chan, sizeof c->chan, "%s",
+           k->notify_channel ? k->notify_channel : "pgveil_consent");
+  c->max_staleness_ms = k->max_staleness_ms ? k->max_staleness_ms : 5000;
+  c->resync_ms = k->resync_interval_ms ? k->resync_interval_ms : 60000;
+  c->purposes_hash = pv_consent_purposes_hash(r);
+}
+
+/* ---- libpq -------------------------------------------------------------- */
+
+/* The connection keywords, as control.c builds them (its params_build is
+ * static there; this is the same rule, duplicated minimally): the DSN's,
+ * or host/port of the upstream with user $PGUSER|postgres. */
+typedef struct {
+  PQconninfoOption *opts;
+  const char *k[64], *v[64];
+  char port[8];
+} params_t;
+
+static void params_set(params_t *p, size_t *n, const char *k, const char *v,
+                       bool override) {
+  for (size_t i = 0; i < *n; i++)
+    if (strcmp(p->k[i], k) == 0) {
+      if (override)
+        p->v[i] = v;
+      return;
+    }
+  if (*n + 1 < sizeof p->k / sizeof *p->k) {
+    p->k[*n] = k;
+    p->v[(*n)++] = v;
+  }
+}
+
+static int params_build(const pv_config_t *cfg, const char *app, params_t *p,
+                        char *err, size_t errcap) {
+  memset(p, 0, sizeof *p);
+  char *perr = NULL;
+  p->opts = PQconninfoParse(cfg->control_dsn, &perr);
+  if (!p->opts) {
+    snprintf(err, errcap, "invalid --control-dsn: %s",
+             perr ? perr : "out of memory");
+    if (perr)
+      PQfreemem(perr);
+    return PV_EINVAL;
+  }
+  size_t n = 0;
+  for (PQconninfoOption *o = p->opts; o->keyword; o++)
+    if (o->val)
+      params_set(p, &n, o->keyword, o->val, true);
+  if (!cfg->control_dsn[0]) {
+    const char *user = getenv("PGUSER");
+    snprintf(p->port, sizeof p->port, "%u", cfg->upstream_port);
+    params_set(p, &n, "host", cfg->upstream_host, true);
+    params_set(p, &n, "port", p->port, true);
+    params_set(p, &n, "user", user && *user ? user : "postgres", true);
+  }
+  params_set(p, &n, "application_name", app, true);
+  params_set(p, &n, "connect_timeout", "5", false);
+  p->k[n] = p->v[n] = NULL;
+  return PV_OK;
+}
+
+static void trim_nl(char *s) {
+  size_t n = strlen(s);
+  while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+    s[--n] = '\0';
+}
+
+static PGconn *connect_pg(const pv_config_t *cfg, const char *app, char *err,
+                          size_t errcap) {
+  params_t p;
+  if (params_build(cfg, app, &p, err, errcap))
+    return NULL;
+  PGconn *pg = PQconnectdbParams(p.k, p.v, 0);
+  PQconninfoFree(p.opts);
+  if (!pg || PQstatus(pg) != CONNECTION_OK) {
+    snprintf(err, errcap, "cannot connect for consent: %s",
+             pg ? PQerrorMessage(pg) : "out of memory");
+    trim_nl(err);
+    PQfinish(pg);
+    return NULL;
+  }
+  return pg;
+}
+
+static bool pq_ok(PGconn *pg, PGresult *r, char *err, size_t errcap) {
+  ExecStatusType s = PQresultStatus(r);
+  if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_COPY_OUT)
+    return true;
+  snprintf(err, errcap, "%s",
+           r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
+  trim_nl(err);
+  return false;
+}
+
+/* "schema"."table" with identifiers quoted. */
+static bool qualified(PGconn *pg, const ccfg_t *c, char *out, size_t cap) {
+  char *s = PQescapeIdentifier(pg, c->schema, strlen(c->schema));
+  char *t = PQescapeIdentifier(pg, c->table, strlen(c->table));
+  bool ok = s && t && (size_t)snprintf(out, cap, "%s.%s", s, t) < cap;
+  PQfreemem(s);
+  PQfreemem(t);
+  return ok;
+}
+
+/* The key kind of the subject column; PV_ENOENT when the table or column
+ * is missing. */
+static int subject_kind(PGconn *pg, const ccfg_t *c,
+                        pv_consent_key_kind_t *kind, char *err,
+                        size_t errcap) {
+  const char *params[3] = {c->schema, c->table, c->scol};
+  PGresult *r = PQexecParams(
+      pg,
+      "SELECT a.atttypid::int8 FROM pg_catalog.pg_attribute a"
+      " JOIN pg_catalog.pg_class k ON k.oid = a.attrelid"
+      " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
+      " WHERE n.nspname = $1 AND k.relname = $2 AND a.attname = $3"
+      " AND NOT a.attisdropped",
+      3, NULL, params, NULL, NULL, 0);
+  int rc = PV_OK;
+  if (!pq_ok(pg, r, err, errcap))
+    rc = PV_EIO;
+  else if (PQntuples(r) != 1) {
+    snprintf(err, errcap, "consent table %s.%s has no column %s", c->schema,
+             c->table, c->scol);
+    rc = PV_ENOENT;
+  } else {
+    *kind = pv_consent_key_kind((uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10));
+  }
+  PQclear(r);
+  return rc;
+}
+
+/* ---- Full load (thread pool) ------------------------------------------- */
+
+/* COPY text-format unescaping of src[0..n) into out (NUL-terminated).
+ * False when it does not fit or is malformed. */
+static bool copy_unescape(const char *src, size_t n, char *out, size_t cap,
+                          size_t *outlen) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    char ch = src[i];
+    if (ch == '\\') {
+      if (++i == n)
+        return false;
+      ch = src[i];
+      switch (ch) {
+      case 'b': ch = '\b'; break;
+      case 'f': ch = '\f'; break;
+      case 'n': ch = '\n'; break;
+      case 'r': ch = '\r'; break;
+      case 't': ch = '\t'; break;
+      case 'v': ch = '\v'; break;
+      case 'x': {
+        int v = 0, d = 0;
+        while (d < 2 && i + 1 < n) {
+          char h = src[i + 1];
+          int x = h >= '0' && h <= '9' ? h - '0'
+                  : (h | 0x20) >= 'a' && (h | 0x20) <= 'f' ? (h | 0x20) - 'a' + 10
+                                                             : -1;
+          if (x < 0)
+            break;
+          v = v * 16 + x;
+          i++;
+          d++;
+        }
+        if (!d)
+          return false;
+        ch = (char)v;
+        break;
+      }
+      default:
+        if (ch >= '0' && ch <= '7') {
+          int v = ch - '0';
+          for (int d = 1; d < 3 && i + 1 < n && src[i + 1] >= '0' &&
+                          src[i + 1] <= '7';
+               d++)
+            v = v * 8 + (src[++i] - '0');
+          ch = (char)v;
+        }
+      }
+    }
+    if (o + 1 >= cap)
+      return false;
+    out[o++] = ch;
+  }
+  out[o] = '\0';
+  *outlen = o;
+  return true;
+}
+
+/* Applies one COPY row "subject\tpurpose\tgranted\n" to set. Returns 1
+ * applied, 0 ignored, or a negative PV_E*. */
+static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
+                    pv_consent_key_kind_t kind, const char *row, size_t len) {
+  if (len && row[len - 1] == '\n')
+    len--;
+  const char *t1 = memchr(row, '\t', len);
+  const char *t2 = t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - row)) : NULL;
+  if (!t2)
+    return PV_EPROTO;
+  const char *g = t2 + 1;
+  size_t glen = len - (size_t)(g - row);
+  if (glen != 1 || (g[0] != 't' && g[0] != 'f'))
+    return 0; /* NULL granted: no row */
+  char subj[PV_CONSENT_KEY_MAX + 1], purp[IDENT_MAX + 1];
+  size_t slen, plen;
+  if ((t1 - row == 2 && row[0] == '\\' && row[1] == 'N') ||
+      !copy_unescape(row, (size_t)(t1 - row), subj, sizeof subj, &slen) ||
+      !copy_unescape(t1 + 1, (size_t)(t2 - t1 - 1), purp, sizeof purp, &plen))
+    return 0;
+  int p = pv_rules_purpose_find(rules, purp);
+  pv_consent_key_t k;
+  if (p < 0 || pv_consent_key_make(kind, 25, 0, (const uint8_t *)subj,
+                                   (int32_t)slen, &k))
+    return 0;
+  int rc = pv_consent_set_put(set, &k, p, g[0] == 't');
+  return rc ? rc : 1;
+}
+
+static size_t row_estimate(PGconn *pg, const ccfg_t *c, size_t npurposes) {
+  const char *params[2] = {c->schema, c->table};
+  PGresult *r = PQexecParams(
+      pg,
+      "SELECT greatest(k.reltuples, 0)::int8 FROM pg_catalog.pg_class k"
+      " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
+      " WHERE n.nspname = $1 AND k.relname = $2",
+      2, NULL, params, NULL, NULL, 0);
+  size_t est = 0;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+    est = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PQclear(r);
+  return est / (npurposes ? npurposes : 1);
+}
+
+static int copy_rows(pv_consent_store_t *st, load_job_t *j, PGconn *pg) {
+  const pv_rules_t *rules = pv_policy_rules(j->policy);
+  char *buf = NULL;
+  int n;
+  int rc = PV_OK;
+  while ((n = PQgetCopyData(pg, &buf, 0)) > 0) {
+    if (rc == PV_OK) {
+      int r = load_row(j->set, rules, j->kind, buf, (size_t)n);
+      if (r < 0) {
+        rc = r;
+        snprintf(j->err, sizeof j->err, "consent load: %s", pv_strerror(r));
+      } else if (r == 0) {
+        j->ignored++;
+      }
+    }
+    PQfreemem(buf);
+    if (++j->rows % STOP_CHECK_ROWS == 0 && atomic_load(&st->stopping))
+      return PV_EIO; /* the connection is dropped by the caller */
+  }
+  if (n == -2) {
+    snprintf(j->err, sizeof j->err, "consent COPY: %s", PQerrorMessage(pg));
+    trim_nl(j->err);
+    return PV_EIO;
+  }
+  PGresult *r;
+  while ((r = PQgetResult(pg)) != NULL) {
+    if (rc == PV_OK && !pq_ok(pg, r, j->err, sizeof j->err))
+      rc = PV_EIO;
+    PQclear(r);
+  }
+  return rc;
+}
+
+static void load_work(uv_work_t *req) {
+  load_job_t *j = req->data;
+  pv_consent_store_t *st = j->st;
+  uint64_t t0 = now_ms();
+  j->rc = PV_EIO;
+  PGconn *pg = connect_pg(st->cfg, "pgveil-consent-load", j->err, sizeof j->err);
+  if (!pg)
+    return;
+  char rel[2 * IDENT_MAX + 8], sql[1024];
+  char *s = PQescapeIdentifier(pg, j->cc.scol, strlen(j->cc.scol));
+  char *p = PQescapeIdentifier(pg, j->cc.pcol, strlen(j->cc.pcol));
+  char *g = PQescapeIdentifier(pg, j->cc.gcol, strlen(j->cc.gcol));
+  bool built = s && p && g && qualified(pg, &j->cc, rel, sizeof rel);
+  if (built)
+    snprintf(sql, sizeof sql,
+             "COPY (SELECT %s::text, %s::text, %s FROM %s) TO STDOUT", s, p,
+             g, rel);
+  PQfreemem(s);
+  PQfreemem(p);
+  PQfreemem(g);
+  size_t hint = built ? row_estimate(pg, &j->cc,
+                                     pv_policy_rules(j->policy)->npurposes)
+                      : 0;
+  if (!built) {
+    snprintf(j->err, sizeof j->err, "out of memory");
+  } else if ((j->rc = pv_consent_set_new(j->kind, false, hint,
+                                         st->lim.max_subjects, &j->set))) {
+    snprintf(j->err, sizeof j->err, "out of memory");
+  } else {
+    PGresult *r = PQexec(pg, sql);
+    j->rc = pq_ok(pg, r, j->err, sizeof j->err) &&
+                    PQresultStatus(r) == PGRES_COPY_OUT
+                ? PV_OK
+                : PV_EIO;
+    PQclear(r);
+    if (!j->rc)
+      j->rc = copy_rows(st, j, pg);
+    if (!j->rc && pv_consent_set_compact(j->set))
+      pv_log(PV_LOG_WARN, "consent set not compacted (out of memory)");
+  }
+  PQfinish(pg);
+  if (j->rc) {
+    pv_consent_set_release(j->set);
+    j->set = NULL;
+  }
+  j->ms = now_ms() - t0;
+}
+
+/* ---- Publication and freshness ----------------------------------------- */
+
+/* Publishes base + a copy of the working delta (copy-on-write: sessions
+ * keep the delta they took). Without a base, publishes nothing new. */
+static void publish(pv_consent_store_t *st) {
+  if (!st->base)
+    return;
+  pv_consent_set_t *d = NULL;
+  if (st->delta && pv_consent_set_count(st->delta) &&
+      pv_consent_set_clone(st->delta, &d)) {
+    pv_log(PV_LOG_ERROR, "consent: out of memory publishing a change; "
+                         "consent data goes stale");
+    st->dirty = true;
+    return;
+  }
+  pv_consent_snap_t *s = NULL;
+  if (pv_consent_snap_new(st->base, d, st->clock, st->cc.purposes_hash, &s)) {
+    st->dirty = true;
+  } else {
+    pv_consent_holder_publish(&st->holder, s);
+  }
+  pv_consent_set_release(d);
+}
+
+/* Data as of `as_of` (monotonic ms) is confirmed: fresh for max_staleness
+ * from then, unless a change was missed (dirty) or nothing is loaded. */
+static void confirm(pv_consent_store_t *st, uint64_t as_of) {
+  if (!st->base || st->dirty)
+    return;
+  atomic_store_explicit(&st->confirmed_ms, as_of, memory_order_relaxed);
+  uint64_t until = as_of + st->cc.max_staleness_ms;
+  if (until > pv_consent_clock_get(st->clock))
+    pv_consent_clock_set(st->clock, until);
+}
+
+static void check_stale(pv_consent_store_t *st, uint64_t now) {
+  if (!st->cc.configured)
+    return;
+  bool stale = now >= pv_consent_clock_get(st->clock);
+  if (stale == st->was_stale)
+    return;
+  st->was_stale = stale;
+  if (stale) {
+    atomic_fetch_add_explicit(&st->stale_events, 1, memory_order_relaxed);
+    pv_log(PV_LOG_WARN,
+           "consent data for %s.%s is stale (older than %llu ms): every "
+           "consent-gated column takes its otherwise action until it is "
+           "fresh again",
+           st->cc.schema, st->cc.table,
+           (unsigned long long)st->cc.max_staleness_ms);
+  } else if (st->ever_loaded) {
+    pv_log(PV_LOG_INFO, "consent data for %s.%s is fresh again",
+           st->cc.schema, st->cc.table);
+  }
+}
+
+static void resize_delta(pv_consent_store_t *st) {
+  pv_consent_set_release(st->delta);
+  pv_consent_set_release(st->since);
+  st->delta = st->since = NULL;
+  if (pv_consent_set_new(st->kind, true, 0, st->lim.max_subjects, &st->delta))
+    st->delta = NULL;
+}
+
+static void signal_first(pv_consent_store_t *st) {
+  pthread_mutex_lock(&st->mu);
+  st->first_done = true;
+  pthread_cond_broadcast(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+}
+
+/* ---- Notifications ------------------------------------------------------ */
+
+static void force_resync(pv_consent_store_t *st, bool missed, const char *why) {
+  atomic_fetch_add_explicit(&st->forced, 1, memory_order_relaxed);
+  st->resync_pending = true;
+  if (!st->job)
+    st->next_resync_ms = 0; /* else right after the running load */
+  if (missed)
+    st->dirty = true;
+  pv_log(PV_LOG_INFO, "consent: full resync (%s)", why);
+}
+
+static size_t merge_threshold(const pv_consent_store_t *st) {
+  if (st->lim.delta_merge)
+    return st->lim.delta_merge;
+  size_t b = pv_consent_set_count(st->base) / 16;
+  return b > 65536 ? b : 65536;
+}
+
+/* Applies one payload (rules/sql/consent_notify.sql). Returns true when
+ * the working delta changed. */
+static bool apply_payload(pv_consent_store_t *st, const char *pl) {
+  size_t n = strlen(pl);
+  if (n == 2 && pl[0] == '1' && pl[1] == 'R') {
+    force_resync(st, true, "TRUNCATE or oversized change");
+    return false;
+  }
+  const char *bar = n > 4 ? memchr(pl + 4, '|', n - 4) : NULL;
+  int value = -2;
+  if (n > 4 && pl[0] == '1' && pl[3] == '|') {
+    if (pl[1] == 'S' && pl[2] == 't')
+      value = 1;
+    else if (pl[1] == 'S' && pl[2] == 'f')
+      value = 0;
+    else if (pl[1] == 'D' && pl[2] == '-')
+      value = -1;
+  }
+  if (value == -2 || !bar || (size_t)(bar - (pl + 4)) > IDENT_MAX) {
+    force_resync(st, true, "unknown notification format");
+    return false;
+  }
+  char purp[IDENT_MAX + 1];
+  memcpy(purp, pl + 4, (size_t)(bar - (pl + 4)));
+  purp[bar - (pl + 4)] = '\0';
+  int p = pv_rules_purpose_find(pv_policy_rules(st->policy), purp);
+  pv_consent_key_t k;
+  if (p < 0 || pv_consent_key_make(st->kind, 25, 0, (const uint8_t *)bar + 1,
+                                   (int32_t)(n - (size_t)(bar + 1 - pl)), &k))
+    return false; /* a purpose or subject pgveil never matches */
+  if (!st->delta || pv_consent_set_put(st->delta, &k, p, value) ||
+      (st->since && pv_consent_set_put(st->since, &k, p, value))) {
+    force_resync(st, true, "change not recorded (memory or limit)");
+    return false;
+  }
+  atomic_fetch_add_explicit(&st->notifies, 1, memory_order_relaxed);
+  return true;
+}
+
+static void conn_lost(pv_consent_store_t *st, const char *why);
+
+/* Drains what libpq has: heartbeat results and notifications. */
+static void drain(pv_consent_store_t *st) {
+  bool hb_done = false;
+  while (st->hb_inflight && !PQisBusy(st->pg)) {
+    PGresult *r = PQgetResult(st->pg);
+    if (!r) {
+      st->hb_inflight = false;
+      hb_done = true;
+      break;
+    }
+    PQclear(r);
+  }
+  bool changed = false;
+  PGnotify *nt;
+  while ((nt = PQnotifies(st->pg)) != NULL) {
+    if (strcmp(nt->relname, st->cc.chan) == 0)
+      changed |= apply_payload(st, nt->extra);
+    PQfreemem(nt);
+  }
+  if (changed) {
+    publish(st);
+    if (pv_consent_set_count(st->delta) > merge_threshold(st) && !st->job &&
+        !st->resync_pending)
+      force_resync(st, false, "delta merge");
+  }
+  /* after the changes it covers are published */
+  if (hb_done)
+    confirm(st, st->hb_sent_ms);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  pv_consent_store_t *st = h->data;
+  if (!st || !st->pg)
+    return;
+  if (status < 0 || !PQconsumeInput(st->pg) ||
+      PQstatus(st->pg) != CONNECTION_OK) {
+    conn_lost(st, status < 0 ? uv_strerror(status) : PQerrorMessage(st->pg));
+    return;
+  }
+  drain(st);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  pollbox_t *b = (pollbox_t *)h;
+  PQfinish(b->pg);
+  free(b);
+}
+
+static void conn_close(pv_consent_store_t *st) {
+  if (st->poll) {
+    st->poll->h.data = NULL;
+    uv_close((uv_handle_t *)&st->poll->h, on_poll_closed);
+  } else {
+    PQfinish(st->pg);
+  }
+  st->poll = NULL;
+  st->pg = NULL;
+  st->hb_inflight = false;
+  atomic_store(&st->connected, false);
+}
+
+static void conn_lost(pv_consent_store_t *st, const char *why) {
+  char msg[ERRMSG_MAX];
+  snprintf(msg, sizeof msg, "%s", why ? why : "");
+  trim_nl(msg);
+  pv_log(PV_LOG_WARN,
+         "consent connection lost (%s); reconnecting; the consent data goes "
+         "stale after %llu ms",
+         msg, (unsigned long long)st->cc.max_staleness_ms);
+  atomic_fetch_add_explicit(&st->reconnects, 1, memory_order_relaxed);
+  conn_close(st);
+  st->dirty = true; /* notifications may be lost until the next load */
+  st->next_connect_ms = now_ms() + st->backoff_ms;
+}
+
+/* Connects, checks the table, LISTENs. Blocking, on the store thread. */
+static void conn_open(pv_consent_store_t *st) {
+  char err[ERRMSG_MAX] = "";
+  uint64_t now = now_ms();
+  PGconn *pg = connect_pg(st->cfg, "pgveil-consent", err, sizeof err);
+  pv_consent_key_kind_t kind = PV_CONSENT_KEY_TEXT;
+  char *chan = NULL;
+  PGresult *r = NULL;
+  if (!pg)
+    goto fail;
+  r = PQexec(pg, "SELECT pg_catalog.set_config('search_path', '', false)");
+  if (!pq_ok(pg, r, err, sizeof err))
+    goto fail;
+  PQclear(r);
+  r = NULL;
+  if (subject_kind(pg, &st->cc, &kind, err, sizeof err))
+    goto fail;
+  chan = PQescapeIdentifier(pg, st->cc.chan, strlen(st->cc.chan));
+  char sql[IDENT_MAX * 2 + 16];
+  snprintf(sql, sizeof sql, "LISTEN %s", chan ? chan : "\"\"");
+  r = PQexec(pg, sql);
+  if (!chan || !pq_ok(pg, r, err, sizeof err))
+    goto fail;
+  PQclear(r);
+  PQfreemem(chan);
+  pollbox_t *b = calloc(1, sizeof *b);
+  if (!b || uv_poll_init(&st->loop, &b->h, PQsocket(pg))) {
+    free(b);
+    snprintf(err, sizeof err, "cannot watch the connection");
+    r = NULL;
+    chan = NULL;
+    goto fail;
+  }
+  b->pg = pg;
+  b->h.data = st;
+  st->poll = b;
+  st->pg = pg;
+  st->epoch++;
+  st->backoff_ms = st->lim.backoff_min_ms;
+  atomic_store(&st->connected, true);
+  if (kind != st->kind || !st->delta) {
+    /* a new subject type: what is loaded cannot be compared any more */
+    st->kind = kind;
+    pv_consent_set_release(st->base);
+    st->base = NULL;
+    resize_delta(st);
+    pv_consent_holder_publish(&st->holder, NULL);
+  }
+  uv_poll_start(&b->h, UV_READABLE, on_poll);
+  pv_log(PV_LOG_INFO, "consent: listening on %s for %s.%s", st->cc.chan,
+         st->cc.schema, st->cc.table);
+  st->resync_pending = true; /* whatever happened while we were away */
+  st->next_resync_ms = 0;
+  st->next_hb_ms = now;
+  drain(st);
+  return;
+fail:
+  PQclear(r);
+  PQfreemem(chan);
+  PQfinish(pg);
+  pv_log(PV_LOG_WARN, "consent: %s; retrying in %llu ms", err,
+         (unsigned long long)st->backoff_ms);
+  signal_first(st); /* pgveil starts, failing closed */
+  st->next_connect_ms = now + st->backoff_ms;
+  st->backoff_ms *= 2;
+  if (st->backoff_ms > st->lim.backoff_max_ms)
+    st->backoff_ms = st->lim.backoff_max_ms;
+}
+
+/* ---- Loads --------------------------------------------------------------- */
+
+static void after_load(uv_work_t *req, int status) {
+  load_job_t *j = req->data;
+  pv_consent_store_t *st = j->st;
+  st->job = NULL;
+  bool current = status == 0 && j->cfg_gen == st->cfg_gen &&
+                 !atomic_load(&st->stopping) && j->kind == st->kind;
+  if (current && j->rc == PV_OK) {
+    pv_consent_set_release(st->base);
+    st->base = j->set;
+    j->set = NULL;
+    /* changes heard since the load began override what it read */
+    pv_consent_set_release(st->delta);
+    st->delta = st->since;
+    st->since = NULL;
+    bool connected_throughout = st->pg && j->epoch == st->epoch;
+    if (connected_throughout)
+      st->dirty = false;
+    st->ever_loaded = true;
+    publish(st);
+    if (connected_throughout)
+      confirm(st, j->started_ms);
+    atomic_fetch_add_explicit(&st->loads, 1, memory_order_relaxed);
+    atomic_store_explicit(&st->load_ms, j->ms, memory_order_relaxed);
+    atomic_store_explicit(&st->load_rows, j->rows, memory_order_relaxed);
+    pv_log(PV_LOG_INFO,
+           "consent: loaded %s.%s: %llu rows, %zu subjects, %zu bytes, "
+           "%llu ignored, %llu ms",
+           st->cc.schema, st->cc.table, (unsigned long long)j->rows,
+           pv_consent_set_count(st->base), pv_consent_set_bytes(st->base),
+           (unsigned long long)j->ignored, (unsigned long long)j->ms);
+    st->next_resync_ms = st->resync_pending ? 0 : now_ms() + st->cc.resync_ms;
+  } else {
+    pv_consent_set_release(st->since);
+    st->since = NULL;
+    if (current) {
+      pv_log(PV_LOG_WARN, "consent: load of %s.%s failed: %s; retrying",
+             st->cc.schema, st->cc.table, j->err);
+      st->resync_pending = true;
+      st->next_resync_ms = now_ms() + st->backoff_ms;
+    }
+  }
+  pv_consent_set_release(j->set);
+  pv_policy_release(j->policy);
+  free(j);
+  signal_first(st);
+}
+
+static void start_load(pv_consent_store_t *st) {
+  load_job_t *j = calloc(1, sizeof *j);
+  if (!j || pv_consent_set_new(st->kind, true, 0, st->lim.max_subjects,
+                               &st->since)) {
+    free(j);
+    st->since = NULL;
+    return;
+  }
+  j->req.data = j;
+  j->st = st;
+  j->cc = st->cc;
+  j->policy = pv_policy_ref(st->policy);
+  j->kind = st->kind;
+  j->cfg_gen = st->cfg_gen;
+  j->epoch = st->epoch;
+  j->started_ms = now_ms();
+  if (uv_queue_work(&st->loop, &j->req, load_work, after_load)) {
+    pv_policy_release(j->policy);
+    free(j);
+    pv_consent_set_release(st->since);
+    st->since = NULL;
+    return;
+  }
+  st->job = j;
+  st->resync_pending = false;
+}
+
+/* ---- Configuration changes ---------------------------------------------- */
+
+/* Picks up a new policy snapshot; a changed consent section or purpose
+ * list starts over (fail closed until the new load). */
+static void poll_config(pv_consent_store_t *st) {
+  pv_policy_t *p = pv_policy_acquire(st->ph);
+  if (!p)
+    return;
+  if (st->cfg_gen && pv_policy_generation(p) == st->policy_gen) {
+    pv_policy_release(p);
+    return;
+  }
+  ccfg_t nc;
+  cfg_from_rules(pv_policy_rules(p), &nc);
+  pv_policy_release(st->policy);
+  st->policy = p;
+  st->policy_gen = pv_policy_generation(p);
+  if (st->cfg_gen && memcmp(&nc, &st->cc, sizeof nc) == 0)
+    return;
+  st->cc = nc;
+  st->cfg_gen++;
+  atomic_store(&st->configured, nc.configured);
+  conn_close(st);
+  pv_consent_set_release(st->base);
+  st->base = NULL;
+  resize_delta(st);
+  pv_consent_holder_publish(&st->holder, NULL);
+  pv_consent_clock_set(st->clock, 0);
+  st->was_stale = true;
+  st->dirty = true;
+  st->ever_loaded = false;
+  st->backoff_ms = st->lim.backoff_min_ms;
+  st->next_connect_ms = 0;
+  if (nc.configured)
+    pv_log(PV_LOG_INFO, "consent: following %s.%s (channel %s)", nc.schema,
+           nc.table, nc.chan);
+  else
+    signal_first(st); /* nothing to wait for */
+}
+
+/* ---- The loop ----------------------------------------------------------- */
+
+static uint64_t hb_interval(const pv_consent_store_t *st) {
+  uint64_t i = st->cc.max_staleness_ms / 4;
+  return i < 50 ? 50 : i > 1000 ? 1000 : i;
+}
+
+static void on_tick(uv_timer_t *t) {
+  pv_consent_store_t *st = t->data;
+  uint64_t now = now_ms();
+  if (now >= st->next_cfg_poll_ms) {
+    st->next_cfg_poll_ms = now + st->lim.config_poll_ms;
+    poll_config(st);
+  }
+  if (!st->cc.configured)
+    return;
+  if (!st->pg && now >= st->next_connect_ms)
+    conn_open(st);
+  if (st->pg && st->hb_inflight &&
+      now - st->hb_sent_ms > 2 * st->cc.max_staleness_ms + 5000) {
+    conn_lost(st, "no answer to the heartbeat");
+  } else if (st->pg && !st->hb_inflight && now >= st->next_hb_ms) {
+    if (!PQsendQuery(st->pg, "SELECT 1")) {
+      conn_lost(st, PQerrorMessage(st->pg));
+    } else {
+      st->hb_inflight = true;
+      st->hb_sent_ms = now;
+      st->next_hb_ms = now + hb_interval(st);
+    }
+  }
+  if (st->pg && !st->job && now >= st->next_resync_ms)
+    start_load(st);
+  check_stale(st, now_ms());
+}
+
+static void on_wake(uv_async_t *a) {
+  pv_consent_store_t *st = a->data;
+  pthread_mutex_lock(&st->mu);
+  bool stop = st->want_stop, resync = st->want_resync;
+  st->want_resync = false;
+  pthread_mutex_unlock(&st->mu);
+  if (resync && st->cc.configured)
+    force_resync(st, false, "requested");
+  if (!stop)
+    return;
+  atomic_store(&st->stopping, true);
+  if (st->job)
+    uv_cancel((uv_req_t *)&st->job->req);
+  conn_close(st);
+  uv_close((uv_handle_t *)&st->tick, NULL);
+  uv_close((uv_handle_t *)&st->wake, NULL);
+}
+
+static void thread_main(void *arg) {
+  pv_consent_store_t *st = arg;
+  uv_run(&st->loop, UV_RUN_DEFAULT);
+}
+
+static void store_free(pv_consent_store_t *st) {
+  pv_consent_set_release(st->base);
+  pv_consent_set_release(st->delta);
+  pv_consent_set_release(st->since);
+  pv_policy_release(st->policy);
+  pv_consent_holder_dispose(&st->holder);
+  pv_consent_clock_release(st->clock);
+  pthread_cond_destroy(&st->cv);
+  pthread_mutex_destroy(&st->mu);
+  free(st);
+}
+
+int pv_consent_store_start(const pv_config_t *cfg, pv_policy_holder_t *holder,
+                           const pv_consent_store_limits_t *lim,
+                           pv_consent_store_t **out, char *err, size_t errcap) {
+  *out = NULL;
+  err[0] = '\0';
+  params_t p;
+  int rc = params_build(cfg, "pgveil-consent", &p, err, errcap);
+  if (rc)
+    return rc;
+  PQconninfoFree(p.opts);
+  pv_consent_store_t *st = calloc(1, sizeof *st);
+  if (!st || pthread_mutex_init(&st->mu, NULL)) {
+    free(st);
+    snprintf(err, errcap, "out of memory");
+    return PV_ENOMEM;
+  }
+  pthread_cond_init(&st->cv, NULL);
+  st->cfg = cfg;
+  st->ph = holder;
+  st->lim = lim ? *lim : pv_consent_store_limits_default();
+  st->backoff_ms = st->lim.backoff_min_ms;
+  st->was_stale = true;
+  st->kind = PV_CONSENT_KEY_TEXT;
+  if (pv_consent_holder_init(&st->holder) ||
+      pv_consent_clock_new(&st->clock) || uv_loop_init(&st->loop)) {
+    snprintf(err, errcap, "out of memory");
+    store_free(st);
+    return PV_ENOMEM;
+  }
+  uv_async_init(&st->loop, &st->wake, on_wake);
+  st->wake.data = st;
+  uv_timer_init(&st->loop, &st->tick);
+  st->tick.data = st;
+  uv_timer_start(&st->tick, on_tick, 0, TICK_MS);
+  if (uv_thread_create(&st->thread, thread_main, st)) {
+    snprintf(err, errcap, "cannot start the consent thread");
+    uv_close((uv_handle_t *)&st->tick, NULL);
+    uv_close((uv_handle_t *)&st->wake, NULL);
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&st->loop);
+    store_free(st);
+    return PV_ENOMEM;
+  }
+  /* Wait for the first load (or for "no consent table"), bounded. */
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += (time_t)(st->lim.start_wait_ms / 1000);
+  dl.tv_nsec += (long)(st->lim.start_wait_ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&st->mu);
+  while (!st->first_done)
+    if (pthread_cond_timedwait(&st->cv, &st->mu, &dl))
+      break;
+  bool done = st->first_done;
+  pthread_mutex_unlock(&st->mu);
+  if (!done)
+    pv_log(PV_LOG_WARN, "consent: no data loaded yet; consent-gated columns "
+                        "take their otherwise action until it is");
+  *out = st;
+  return PV_OK;
+}
+
+void pv_consent_store_stop(pv_consent_store_t *st) {
+  if (!st)
+    return;
+  pthread_mutex_lock(&st->mu);
+  st->want_stop = true;
+  pthread_mutex_unlock(&st->mu);
+  uv_async_send(&st->wake);
+  uv_thread_join(&st->thread);
+  uv_loop_close(&st->loop);
+  store_free(st);
+}
+
+void pv_consent_store_resync(pv_consent_store_t *st) {
+  if (!st)
+    return;
+  pthread_mutex_lock(&st->mu);
+  st->want_resync = true;
+  pthread_mutex_unlock(&st->mu);
+  uv_async_send(&st->wake);
+}
+
+pv_consent_snap_t *pv_consent_acquire(pv_consent_store_t *st) {
+  return st ? pv_consent_holder_acquire(&st->holder) : NULL;
+}
+
+void pv_consent_store_stats(pv_consent_store_t *st, uint64_t now,
+                            pv_consent_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!st)
+    return;
+  pv_consent_snap_t *s = pv_consent_acquire(st);
+  out->configured = atomic_load(&st->configured);
+  out->loaded = s != NULL;
+  out->stale = pv_consent_stale(s, now);
+  out->connected = atomic_load(&st->connected);
+  out->subjects = pv_consent_snap_subjects(s) + pv_consent_snap_delta(s);
+  out->bytes = pv_consent_snap_bytes(s);
+  uint64_t c = atomic_load(&st->confirmed_ms);
+  out->age_ms = c == 0 ? UINT64_MAX : now > c ? now - c : 0;
+  out->loads = atomic_load(&st->loads);
+  out->load_ms = atomic_load(&st->load_ms);
+  out->load_rows = atomic_load(&st->load_rows);
+  out->notifies = atomic_load(&st->notifies);
+  out->resyncs_forced = atomic_load(&st->forced);
+  out->reconnects = atomic_load(&st->reconnects);
+  out->stale_events = atomic_load(&st->stale_events);
+  pv_consent_release(s);
+}
