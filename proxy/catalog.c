@@ -575,21 +575,27 @@ const pv_catalog_rel_t *pv_catalog_relation_at(const pv_catalog_t *cat,
   return cat && i < cat->nrels ? &cat->rels[i] : NULL;
 }
 
+const pv_catalog_rel_t *pv_catalog_relation_by_name(const pv_catalog_t *cat,
+                                                    const char *schema,
+                                                    const char *table) {
+  for (size_t i = 0; i < pv_catalog_nrelations(cat); i++) {
+    const pv_catalog_rel_t *rel = pv_catalog_relation_at(cat, i);
+    if (!rel->child && strcmp(rel->table->schema, schema) == 0 &&
+        strcmp(rel->table->name, table) == 0)
+      return rel;
+  }
+  return NULL;
+}
+
 const pv_catalog_col_t *pv_catalog_column_by_name(const pv_catalog_t *cat,
                                                   const char *schema,
                                                   const char *table,
                                                   const char *column) {
-  for (size_t i = 0; i < pv_catalog_nrelations(cat); i++) {
-    const pv_catalog_rel_t *rel = pv_catalog_relation_at(cat, i);
-    if (rel->child || strcmp(rel->table->schema, schema) != 0 ||
-        strcmp(rel->table->name, table) != 0)
-      continue;
-    for (size_t k = 0; k < cat->ncols; k++) {
-      const pv_catalog_col_t *c = &cat->cols[k];
-      if (c->table_oid == rel->table_oid && strcmp(c->rule->name, column) == 0)
-        return c;
-    }
-    return NULL;
+  const pv_catalog_rel_t *rel = pv_catalog_relation_by_name(cat, schema, table);
+  for (size_t k = 0; rel && k < cat->ncols; k++) {
+    const pv_catalog_col_t *c = &cat->cols[k];
+    if (c->table_oid == rel->table_oid && strcmp(c->rule->name, column) == 0)
+      return c;
   }
   return NULL;
 }

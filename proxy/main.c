@@ -89,6 +89,11 @@ static int start_control(const pv_config_t *cfg, pv_shared_t *sh,
     return 1;
   }
   sh->policy = holder;
+  if (pv_consent_store_start(cfg, holder, NULL, &sh->consent, err,
+                             sizeof err) != PV_OK) {
+    fprintf(stderr, "pgveil: consent store: %s\n", err);
+    return 1;
+  }
   return 0;
 }
 
@@ -147,6 +152,7 @@ static int serve(const pv_config_t *cfg) {
   uv_run(loop, UV_RUN_DEFAULT);
   for (unsigned i = 0; i < n; i++)
     pv_worker_join(&m.workers[i]);
+  pv_consent_store_stop(shared.consent);
   pv_control_stop(shared.control);
   pv_policy_holder_dispose(&holder);
   uv_loop_close(loop);

@@ -240,6 +240,8 @@ static void session_free(pv_session_t *s) {
   free(s->startup);
   pv_tracker_free(s->tracker);
   pv_policy_release(s->policy);
+  pv_consent_release(s->consent);
+  free(s->flags);
   for (unsigned i = 0; i < s->copy_len; i++)
     pv_plan_actions_free(s->copies[(s->copy_head + i) % COPY_PLANS_MAX].ra);
   pv_plan_actions_free(s->cur_copy.ra);

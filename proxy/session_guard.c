@@ -153,9 +153,18 @@ static const char *plan_copy(pv_session_t *s, const pv_guard_stmt_t *st,
     const char *col = cp->is_query ? st->outcols[i].column : cp->columns[i];
     const pv_catalog_col_t *c =
         sch && tab && col ? pv_catalog_column_by_name(cat, sch, tab, col) : NULL;
-    cols[i] = c ? (pv_result_col_t){c->table_oid, c->attnum, c->type_oid,
-                                    c->typmod, 0}
-                : (pv_result_col_t){0, 0, 0, -1, 0};
+    const pv_catalog_rel_t *rel =
+        !c && sch && tab && col ? pv_catalog_relation_by_name(cat, sch, tab)
+                                : NULL;
+    if (c)
+      cols[i] = (pv_result_col_t){c->table_oid, c->attnum, c->type_oid,
+                                  c->typmod, 0};
+    else if (rel && strcmp(rel->table->subject, col) == 0)
+      cols[i] = (pv_result_col_t){rel->table_oid, rel->subject_attnum,
+                                  rel->subject_type_oid, rel->subject_typmod,
+                                  0}; /* the consent subject */
+    else
+      cols[i] = (pv_result_col_t){0, 0, 0, -1, 0};
   }
   copy_plan_t *cpl = &s->copies[(s->copy_head + s->copy_len) % COPY_PLANS_MAX];
   memset(cpl, 0, sizeof *cpl);

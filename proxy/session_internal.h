@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "pgveil/consent.h"
 #include "pgveil/copy_rewrite.h"
 #include "pgveil/pg_frame.h"
 #include "pgveil/plan_actions.h"
@@ -99,6 +100,10 @@ struct pv_session {
   unsigned copy_head, copy_len;
   copy_plan_t cur_copy; /* the COPY OUT in progress */
   bool copy_active;
+  pv_consent_snap_t *consent; /* this statement's consent, or NULL */
+  bool consent_taken;         /* looked up since the last ReadyForQuery */
+  uint8_t *flags;             /* per-row consent flags, one per column */
+  size_t flags_cap;
 };
 
 /* Row-plan extension: the plan's actions under the snapshot generation

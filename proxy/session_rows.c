@@ -191,11 +191,89 @@ static int tag_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
   return pv_rewrite_tag_datarow(ctx, m, out, cap, needed);
 }
 
+/* ---- consent ---------------------------------------------------------- */
+
+/* The consent snapshot of the current statement: taken at its first gated
+ * row, dropped at ReadyForQuery, so a committed revocation is seen by the
+ * next statement. NULL (no table, nothing loaded, stale): nobody has
+ * consented (fail closed). */
+static const pv_consent_snap_t *statement_consent(pv_session_t *s) {
+  if (s->consent_taken)
+    return s->consent;
+  s->consent_taken = true;
+  pv_consent_store_t *st = s->w->shared->consent;
+  pv_consent_snap_t *cs = st ? pv_consent_acquire(st) : NULL;
+  if (cs && !pv_consent_usable(cs, pv_policy_rules(s->policy),
+                               uv_hrtime() / 1000000)) {
+    pv_consent_release(cs);
+    cs = NULL;
+  }
+  s->consent = cs;
+  return cs;
+}
+
+static void drop_consent(pv_session_t *s) {
+  pv_consent_release(s->consent);
+  s->consent = NULL;
+  s->consent_taken = false;
+}
+
+/* Reads field j of a row: DataRow or COPY line. */
+typedef int (*field_fn)(const void *row, uint16_t j, const uint8_t **val,
+                        int32_t *len);
+
+static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
+                         int32_t *len) {
+  return pv_datarow_field(row, j, val, len);
+}
+
+/* Per gated column of one row: has its subject consented to the session's
+ * purpose? Fills s->flags (one per column) and returns it, or NULL when
+ * nobody has (or on OOM: fail closed). */
+static const uint8_t *row_consent(pv_session_t *s, const pv_row_actions_t *ra,
+                                  field_fn get, const void *row) {
+  const pv_consent_snap_t *cs = statement_consent(s);
+  if (!cs || s->purpose < 0)
+    return NULL;
+  if (s->flags_cap < ra->ncols) {
+    uint8_t *f = realloc(s->flags, ra->ncols);
+    if (!f)
+      return NULL;
+    s->flags = f;
+    s->flags_cap = ra->ncols;
+  }
+  pv_consent_mode_t mode =
+      pv_policy_rules(s->policy)->purposes[s->purpose].consent;
+  int32_t last_j = -1;
+  uint8_t last = 0;
+  for (uint16_t i = 0; i < ra->ncols; i++) {
+    int32_t j = ra->cols[i].otherwise ? ra->cols[i].subject_col : -1;
+    s->flags[i] = 0;
+    if (j < 0)
+      continue;
+    if (j != last_j) {
+      const uint8_t *val;
+      int32_t len;
+      const pv_col_action_t *subj = &ra->cols[j];
+      last = get(row, (uint16_t)j, &val, &len) == PV_OK &&
+             pv_consent_allowed(cs, s->purpose, mode, subj->type_oid,
+                                subj->format, val, len);
+      last_j = j;
+    }
+    s->flags[i] = last;
+  }
+  return s->flags;
+}
+
+typedef struct {
+  const pv_row_actions_t *ra;
+  const uint8_t *consent;
+} mask_ctx_t;
+
 static int mask_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
                    size_t *needed) {
-  /* Consent lookups arrive with the consent store; until then no subject
-   * has consented (fail closed). */
-  return pv_rewrite_datarow(ctx, NULL, m, out, cap, needed);
+  const mask_ctx_t *c = ctx;
+  return pv_rewrite_datarow(c->ra, c->consent, m, out, cap, needed);
 }
 
 static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
@@ -217,7 +295,9 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     pv_sess_emit_span(e, raw, rawlen);
     return PV_OK;
   }
-  return pv_sess_emit_rewritten(e, m, rawlen, mask_fn, ra);
+  mask_ctx_t ctx = {ra, ra->ngated ? row_consent(s, ra, datarow_field, m)
+                                   : NULL};
+  return pv_sess_emit_rewritten(e, m, rawlen, mask_fn, &ctx);
 }
 
 /* The refusal whose token the server's syntax error names, or NULL. */
@@ -287,9 +367,26 @@ static void begin_copy_out(pv_session_t *s) {
 typedef struct {
   const pv_copy_opts_t *opts;
   const pv_row_actions_t *ra;
+  const uint8_t *consent;
   uint8_t *tmp;
   size_t tmpcap;
+  const pv_msg_t *m;
 } copy_ctx_t;
+
+/* field_fn over a COPY line: the value is unescaped into ctx->tmp. */
+static int copy_field(const void *row, uint16_t j, const uint8_t **val,
+                      int32_t *len) {
+  const copy_ctx_t *c = row;
+  size_t vlen;
+  bool is_null;
+  int rc = pv_copy_field(c->opts, c->m->body, c->m->len, j, c->tmp,
+                         c->tmpcap, &vlen, &is_null);
+  if (rc)
+    return rc;
+  *val = c->tmp;
+  *len = is_null ? -1 : (int32_t)vlen;
+  return PV_OK;
+}
 
 static int copy_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
                    size_t *needed) {
@@ -298,7 +395,7 @@ static int copy_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
     *needed = PV_FRAME_HEADER + 2 * (size_t)m->len + 256;
     return PV_ELIMIT;
   }
-  int n = pv_copy_rewrite_row(c->ra, NULL, c->opts, m->body, m->len,
+  int n = pv_copy_rewrite_row(c->ra, c->consent, c->opts, m->body, m->len,
                               out + PV_FRAME_HEADER, cap - PV_FRAME_HEADER,
                               needed, c->tmp, c->tmpcap);
   *needed += PV_FRAME_HEADER;
@@ -328,7 +425,9 @@ static int rewrite_copy(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   uint8_t stack[4096], *tmp = m->len <= sizeof stack ? stack : malloc(m->len);
   if (!tmp)
     return PV_ENOMEM;
-  copy_ctx_t ctx = {&cp->opts, cp->ra, tmp, m->len};
+  copy_ctx_t ctx = {&cp->opts, cp->ra, NULL, tmp, m->len, m};
+  if (cp->ra->ngated)
+    ctx.consent = row_consent(s, cp->ra, copy_field, &ctx);
   int rc = pv_sess_emit_rewritten(e, m, 2 * rawlen + 256, copy_fn, &ctx);
   if (tmp != stack)
     free(tmp); /* only rows over 4 KiB pay this */
@@ -339,6 +438,7 @@ static int rewrite_copy(pv_session_t *s, emit_t *e, const pv_msg_t *m,
  * transaction; queued COPY plans of finished Queries are dropped. */
 static int end_unit(pv_session_t *s, const pv_msg_t *m) {
   s->units_done++;
+  drop_consent(s);
   s->copy_active = false;
   while (s->copy_len && s->copies[s->copy_head].unit <= s->units_done) {
     pv_plan_actions_free(s->copies[s->copy_head].ra);

@@ -120,6 +120,11 @@ const pv_catalog_col_t *pv_catalog_column_by_name(const pv_catalog_t *cat,
                                                   const char *table,
                                                   const char *column);
 
+/* The relation schema.table the rules name (not a partition), or NULL. */
+const pv_catalog_rel_t *pv_catalog_relation_by_name(const pv_catalog_t *cat,
+                                                    const char *schema,
+                                                    const char *table);
+
 /* The protected relation table_oid, or NULL. */
 const pv_catalog_rel_t *pv_catalog_relation(const pv_catalog_t *cat,
                                             uint32_t table_oid);

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "pgveil/config.h"
+#include "pgveil/consent.h"
 #include "pgveil/control.h"
 #include "pgveil/policy.h"
 
@@ -24,6 +25,7 @@ typedef struct {
   atomic_ullong sessions; /* sessions ever accepted (ids) */
   pv_policy_holder_t *policy; /* NULL in --passthrough */
   pv_control_t *control;      /* NULL in --passthrough */
+  pv_consent_store_t *consent; /* NULL without rules */
 } pv_shared_t;
 
 typedef struct pv_session pv_session_t;
