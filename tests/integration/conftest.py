@@ -144,3 +144,7 @@ def require_pgveil():
         pytest.skip("needs bin/pgveil (PGVEIL_DIRECT=1)")
     if not os.path.exists(pgserver.pgveil_bin()):
         pytest.fail("bin/pgveil not found at %s" % pgserver.pgveil_bin())
+
+
+# Fixtures of the rules suites (CRM database, pgveil with crm.yaml).
+from conftest_rules import crm  # noqa: E402,F401
