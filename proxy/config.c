@@ -7,13 +7,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OPT_FLAG, OPT_HOSTPORT, OPT_UINT, OPT_SECONDS, OPT_STRING } opt_kind_t;
+typedef enum {
+  OPT_FLAG,
+  OPT_HOSTPORT,
+  OPT_UINT,
+  OPT_SECONDS,
+  OPT_STRING,
+  OPT_CHOICE
+} opt_kind_t;
 
 typedef enum {
   O_LISTEN, O_UPSTREAM, O_WORKERS, O_RULES, O_CONTROL_DSN, O_PASSTHROUGH,
   O_MAX_MESSAGE, O_MAX_CLIENTS, O_SHUTDOWN, O_CONNECT_TIMEOUT, O_READ_BUFFER,
   O_HIGH_WATER, O_MAX_STATEMENTS, O_MAX_PORTALS, O_MAX_PENDING, O_TAG_ROWS,
-  O_CHECK, O_HELP, O_VERSION, O_SECRET_FILE,
+  O_CHECK, O_HELP, O_VERSION, O_SECRET_FILE, O_TLS_CERT, O_TLS_KEY,
+  O_REQUIRE_TLS, O_UPSTREAM_TLS, O_UPSTREAM_CA, O_AUDIT_LOG, O_ADMIN,
 } opt_id_t;
 
 typedef struct {
@@ -31,6 +39,13 @@ static const opt_t OPTS[] = {
     {O_RULES, "rules", "PGVEIL_RULES", OPT_STRING, 0, 0},
     {O_CONTROL_DSN, "control-dsn", "PGVEIL_CONTROL_DSN", OPT_STRING, 0, 0},
     {O_SECRET_FILE, "secret-file", "PGVEIL_SECRET_FILE", OPT_STRING, 0, 0},
+    {O_TLS_CERT, "tls-cert", "PGVEIL_TLS_CERT", OPT_STRING, 0, 0},
+    {O_TLS_KEY, "tls-key", "PGVEIL_TLS_KEY", OPT_STRING, 0, 0},
+    {O_REQUIRE_TLS, "require-tls", "PGVEIL_REQUIRE_TLS", OPT_FLAG, 0, 0},
+    {O_UPSTREAM_TLS, "upstream-tls", "PGVEIL_UPSTREAM_TLS", OPT_CHOICE, 0, 0},
+    {O_UPSTREAM_CA, "upstream-ca", "PGVEIL_UPSTREAM_CA", OPT_STRING, 0, 0},
+    {O_AUDIT_LOG, "audit-log", "PGVEIL_AUDIT_LOG", OPT_STRING, 0, 0},
+    {O_ADMIN, "admin", "PGVEIL_ADMIN", OPT_HOSTPORT, 0, 0},
     {O_PASSTHROUGH, "passthrough", "PGVEIL_PASSTHROUGH", OPT_FLAG, 0, 0},
     {O_MAX_MESSAGE, "max-message-bytes", "PGVEIL_MAX_MESSAGE_BYTES", OPT_UINT,
      1024, 1073741824},
@@ -79,6 +94,12 @@ const char *pv_config_usage(void) {
          "(10000)\n"
          "  --max-portals N             open portals per session (10000)\n"
          "  --max-pending N             pipelined messages in flight (100000)\n"
+         "  --tls-cert FILE, --tls-key FILE  TLS for clients (PEM)\n"
+         "  --require-tls               refuse clients that do not use TLS\n"
+         "  --upstream-tls MODE         disable|prefer|require|verify-full\n"
+         "  --upstream-ca FILE          CA bundle for verify-full\n"
+         "  --audit-log FILE|-          JSON lines audit log (SIGUSR1 reopens)\n"
+         "  --admin HOST:PORT           /metrics, /healthz, /readyz\n"
          "  --check                     validate --rules and exit 0 or 1\n"
          "  --help, --version\n"
          "Every option NAME may also be given as PGVEIL_NAME in the "
@@ -160,10 +181,13 @@ static int apply(pv_config_t *c, const opt_t *o, const char *val,
       return PV_OK;
     break;
   case OPT_HOSTPORT:
-    rc = parse_hostport(val, o->id == O_LISTEN ? c->listen_host
-                                                : c->upstream_host,
-                        o->id == O_LISTEN ? &c->listen_port
-                                          : &c->upstream_port);
+    rc = parse_hostport(val,
+                        o->id == O_LISTEN     ? c->listen_host
+                        : o->id == O_UPSTREAM ? c->upstream_host
+                                              : c->admin_host,
+                        o->id == O_LISTEN     ? &c->listen_port
+                        : o->id == O_UPSTREAM ? &c->upstream_port
+                                              : &c->admin_port);
     if (rc)
       snprintf(err, errcap, "%s: expected HOST:PORT, got \"%s\"", origin, val);
     return rc;
@@ -178,6 +202,20 @@ static int apply(pv_config_t *c, const opt_t *o, const char *val,
     break;
   case OPT_SECONDS:
     break;
+  case OPT_CHOICE: {
+    static const char *const modes[] = {"disable", "prefer", "require",
+                                        "verify-full"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
+      if (strcmp(val, modes[i]) == 0) {
+        c->upstream_tls = (pv_upstream_tls_t)i;
+        return PV_OK;
+      }
+    snprintf(err, errcap,
+             "%s: expected disable, prefer, require or verify-full, got "
+             "\"%s\"",
+             origin, val);
+    return PV_EINVAL;
+  }
   case OPT_STRING:
     if (strlen(val) >= PV_PATH_MAX || val[0] == '\0') {
       snprintf(err, errcap, "%s: expected a non-empty value", origin);
@@ -190,6 +228,14 @@ static int apply(pv_config_t *c, const opt_t *o, const char *val,
   case O_RULES: strcpy(c->rules_path, val); break;
   case O_CONTROL_DSN: strcpy(c->control_dsn, val); break;
   case O_SECRET_FILE: strcpy(c->secret_path, val); break;
+  case O_TLS_CERT: strcpy(c->tls_cert, val); break;
+  case O_TLS_KEY: strcpy(c->tls_key, val); break;
+  case O_REQUIRE_TLS: c->require_tls = true; break;
+  case O_UPSTREAM_CA: strcpy(c->upstream_ca, val); break;
+  case O_AUDIT_LOG: strcpy(c->audit_log, val); break;
+  case O_UPSTREAM_TLS:
+  case O_ADMIN:
+    break;
   case O_PASSTHROUGH: c->passthrough = true; break;
   case O_MAX_MESSAGE: c->max_message_bytes = (uint32_t)u; break;
   case O_MAX_CLIENTS: c->max_clients = (uint32_t)u; break;
@@ -294,6 +340,18 @@ static int validate(const pv_config_t *c, char *err, size_t errcap) {
   }
   if (c->rules_path[0] && c->passthrough) {
     snprintf(err, errcap, "--rules and --passthrough exclude each other");
+    return PV_EINVAL;
+  }
+  if (!c->tls_cert[0] != !c->tls_key[0]) {
+    snprintf(err, errcap, "--tls-cert and --tls-key go together");
+    return PV_EINVAL;
+  }
+  if (c->require_tls && !c->tls_cert[0]) {
+    snprintf(err, errcap, "--require-tls needs --tls-cert and --tls-key");
+    return PV_EINVAL;
+  }
+  if (c->upstream_tls == PV_UPSTREAM_TLS_VERIFY_FULL && !c->upstream_ca[0]) {
+    snprintf(err, errcap, "--upstream-tls verify-full needs --upstream-ca");
     return PV_EINVAL;
   }
   if (c->write_high_water < c->read_buffer_bytes) {

@@ -20,6 +20,14 @@ typedef enum {
   PV_MODE_CHECK,     /* --check: validate rules, exit 0/1 */
 } pv_mode_t;
 
+/* --upstream-tls: how pgveil talks TLS to the server. */
+typedef enum {
+  PV_UPSTREAM_TLS_DISABLE = 0, /* plaintext */
+  PV_UPSTREAM_TLS_PREFER,      /* TLS if the server accepts SSLRequest */
+  PV_UPSTREAM_TLS_REQUIRE,     /* TLS or fail; no certificate check */
+  PV_UPSTREAM_TLS_VERIFY_FULL, /* TLS, certificate chain and host name */
+} pv_upstream_tls_t;
+
 /* Owner: main(); lives for the whole process, read-only once parsed. */
 typedef struct {
   pv_mode_t mode;
@@ -31,6 +39,14 @@ typedef struct {
   char rules_path[PV_PATH_MAX]; /* "" when none */
   char control_dsn[PV_PATH_MAX]; /* "" when none */
   char secret_path[PV_PATH_MAX]; /* --secret-file: mask key secret, or "" */
+  char tls_cert[PV_PATH_MAX];   /* --tls-cert: client-leg certificate (PEM) */
+  char tls_key[PV_PATH_MAX];    /* --tls-key: its private key (PEM) */
+  bool require_tls;             /* --require-tls: refuse plaintext clients */
+  pv_upstream_tls_t upstream_tls; /* --upstream-tls */
+  char upstream_ca[PV_PATH_MAX];  /* --upstream-ca: CA bundle (PEM) */
+  char audit_log[PV_PATH_MAX];    /* --audit-log FILE, "-" for stdout */
+  char admin_host[PV_HOST_MAX];   /* --admin HOST:PORT; port 0: off */
+  uint16_t admin_port;
   bool passthrough;            /* explicit: run without rules */
   uint32_t max_message_bytes;  /* largest message pgveil buffers whole */
   uint32_t max_clients;        /* concurrent client connections */

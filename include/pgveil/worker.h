@@ -26,6 +26,9 @@ typedef struct {
   pv_policy_holder_t *policy; /* NULL in --passthrough */
   pv_control_t *control;      /* NULL in --passthrough */
   pv_consent_store_t *consent; /* NULL without rules */
+  struct pv_tls *tls;         /* TLS contexts of both legs (tls.h); NULL: off */
+  struct pv_audit *audit;     /* audit log writer (audit.h); NULL: off */
+  struct pv_metrics *metrics; /* process counters (metrics.h); NULL: off */
 } pv_shared_t;
 
 typedef struct pv_session pv_session_t;
@@ -53,6 +56,7 @@ typedef struct pv_worker {
   pv_buf_node_t *free_bufs; /* read buffers of cfg->read_buffer_bytes */
   size_t nfree_bufs;
   struct pv_guard_cache *guard_cache; /* analyses, created on first use */
+  struct pv_metrics_worker *metrics;  /* this worker's counters (metrics.h) */
   uint8_t *scratch;        /* per-pump scratch for rewritten messages */
   size_t scratch_cap, scratch_len;
 } pv_worker_t;
