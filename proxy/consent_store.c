@@ -521,7 +521,14 @@ static bool apply_payload(pv_consent_store_t *st, const char *pl) {
     force_resync(st, true, "TRUNCATE or oversized change");
     return false;
   }
-  const char *bar = n > 4 ? memchr(pl + 4, '|', n - 4) : NULL;
+  /* skip the sequence field: digits then '|' */
+  const char *pp = n > 4 ? pl + 4 : pl + n;
+  while (pp < pl + n && *pp >= '0' && *pp <= '9')
+    pp++;
+  bool seq_ok = pp > pl + 4 && pp < pl + n && *pp == '|';
+  pp++;
+  const char *bar =
+      seq_ok ? memchr(pp, '|', (size_t)(pl + n - pp)) : NULL;
   int value = -2;
   if (n > 4 && pl[0] == '1' && pl[3] == '|') {
     if (pl[1] == 'S' && pl[2] == 't')
@@ -531,13 +538,13 @@ static bool apply_payload(pv_consent_store_t *st, const char *pl) {
     else if (pl[1] == 'D' && pl[2] == '-')
       value = -1;
   }
-  if (value == -2 || !bar || (size_t)(bar - (pl + 4)) > IDENT_MAX) {
+  if (value == -2 || !bar || (size_t)(bar - pp) > IDENT_MAX) {
     force_resync(st, true, "unknown notification format");
     return false;
   }
   char purp[IDENT_MAX + 1];
-  memcpy(purp, pl + 4, (size_t)(bar - (pl + 4)));
-  purp[bar - (pl + 4)] = '\0';
+  memcpy(purp, pp, (size_t)(bar - pp));
+  purp[bar - pp] = '\0';
   int p = pv_rules_purpose_find(pv_policy_rules(st->policy), purp);
   pv_consent_key_t k;
   if (p < 0 || pv_consent_key_make(st->kind, 25, 0, (const uint8_t *)bar + 1,

@@ -12,10 +12,15 @@
 -- Change the table and the arguments to match your rules file.
 --
 -- Payload (at most 8000 bytes, as pg_notify allows), version digit first:
---   1St|<purpose>|<subject>   row (subject, purpose) says granted = true
---   1Sf|<purpose>|<subject>   ... granted = false
---   1D-|<purpose>|<subject>   no row (deleted, or granted is NULL)
---   1R                        reload everything (TRUNCATE, oversized key)
+--   1St|<n>|<purpose>|<subject>   row (subject, purpose) says granted = true
+--   1Sf|<n>|<purpose>|<subject>   ... granted = false
+--   1D-|<n>|<purpose>|<subject>   no row (deleted, or granted is NULL)
+--   1R                            reload everything (TRUNCATE, oversized key)
+-- <n> counts the notifications of the transaction (a transaction-local
+-- setting, pgveil.consent_seq). It is there because PostgreSQL drops a
+-- NOTIFY whose payload equals an earlier one of the same transaction: a
+-- row set true, false, true again in one transaction would otherwise end
+-- as false at pgveil. pgveil ignores its value.
 -- <subject> is the column's text form (to_jsonb(...) ->> col: the same as
 -- ::text for integer, uuid and text subjects); it is last, so it may hold
 -- '|'. Rows whose purpose holds '|' are not valid purpose names and are
@@ -41,6 +46,7 @@ DECLARE
   n jsonb;
   payload text;
   g text;
+  seq bigint;
 BEGIN
   IF TG_OP = 'TRUNCATE' THEN
     PERFORM pg_catalog.pg_notify(chan, '1R');
@@ -57,7 +63,9 @@ BEGIN
      AND strpos(o ->> pcol, '|') = 0
      AND (n IS NULL OR (o ->> scol) IS DISTINCT FROM (n ->> scol)
           OR (o ->> pcol) IS DISTINCT FROM (n ->> pcol)) THEN
-    payload := '1D-|' || (o ->> pcol) || '|' || (o ->> scol);
+    seq := coalesce(nullif(current_setting('pgveil.consent_seq', true), ''), '0')::bigint + 1;
+    PERFORM set_config('pgveil.consent_seq', seq::text, true);
+    payload := '1D-|' || seq || '|' || (o ->> pcol) || '|' || (o ->> scol);
     IF octet_length(payload) >= 8000 THEN
       payload := '1R';
     END IF;
@@ -67,7 +75,9 @@ BEGIN
      AND strpos(n ->> pcol, '|') = 0 THEN
     g := CASE (n ->> gcol)::boolean WHEN true THEN 'St' WHEN false THEN 'Sf'
                                    ELSE 'D-' END;
-    payload := '1' || g || '|' || (n ->> pcol) || '|' || (n ->> scol);
+    seq := coalesce(nullif(current_setting('pgveil.consent_seq', true), ''), '0')::bigint + 1;
+    PERFORM set_config('pgveil.consent_seq', seq::text, true);
+    payload := '1' || g || '|' || seq || '|' || (n ->> pcol) || '|' || (n ->> scol);
     IF octet_length(payload) >= 8000 THEN
       payload := '1R';
     END IF;
