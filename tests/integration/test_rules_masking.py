@@ -80,12 +80,12 @@ def test_psql_hash_deterministic_and_per_purpose(crm, consented):
     direct = psql_rows(crm.direct, "none", CUSTOMERS_Q)
     ei = CUSTOMER_COLUMNS.index("email")
     assert [r[ei] for r in a] == [r[ei] for r in b]
-    no_consent = consent_of(consented, "marketing")
+    opted_in = consent_of(consented, "marketing")
     compared = 0
     for ra, rm, rd in zip(a, m, direct):
         assert hash_shape_ok(rd[ei], ra[ei]), (rd[ei], ra[ei])
         assert "@" in ra[ei] and ra[ei].count(".") == rd[ei].count(".")
-        if int(rd[0]) not in no_consent:          # marketing hashes it too
+        if int(rd[0]) not in opted_in:            # marketing hashes it too
             assert hash_shape_ok(rd[ei], rm[ei]), (rd[ei], rm[ei])
             assert ra[ei] != rm[ei], "same pseudonym under none and marketing: %s" % ra[ei]
             compared += 1
