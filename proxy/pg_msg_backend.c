@@ -299,3 +299,12 @@ int pv_be_error_encode(uint8_t *out, size_t cap, const char *severity,
   out[pos++] = 0;
   return (int)pos;
 }
+
+int pv_be_parameter_status_decode(const pv_msg_t *m, const char **name,
+                                  const char **value) {
+  pv_rd_t r;
+  pv_rd_init(&r, m);
+  TRY(pv_rd_cstr(&r, name, NULL));
+  TRY(pv_rd_cstr(&r, value, NULL));
+  return pv_rd_end(&r);
+}

@@ -216,6 +216,14 @@ static int guard_message(pv_session_t *s, emit_t *e, const pv_msg_t *m,
       return PV_EPROTO;
     sql = p.sql, len = p.sql_len;
   }
+  if (s->restricted && s->sql_unsafe)
+    return refuse_msg(s, e, m,
+                      s->scs_off
+                          ? "pgveil: standard_conforming_strings is off; "
+                            "statements are refused until it is on"
+                          : "pgveil: this client_encoding can hide quotes "
+                            "inside multibyte characters; use UTF8",
+                      repl, repl_len);
   const pv_guard_result_t *res = NULL;
   int rc = guard_analyze(s, sql, len, &res);
   if (rc)

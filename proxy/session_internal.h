@@ -102,6 +102,11 @@ struct pv_session {
   bool copy_active;
   pv_consent_snap_t *consent; /* this statement's consent, or NULL */
   bool consent_taken;         /* looked up since the last ReadyForQuery */
+  bool sql_unsafe; /* the server reads SQL differently from the guard:
+                      standard_conforming_strings off, or a client encoding
+                      whose multibyte characters may hide quote/backslash
+                      bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) */
+  bool scs_off, enc_unsafe;
   uint8_t *flags;             /* per-row consent flags, one per column */
   size_t flags_cap;
 };

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "pgveil/control.h"
 #include "pgveil/error_scrub.h"
@@ -189,6 +190,29 @@ int pv_sess_emit_rewritten(emit_t *e, const pv_msg_t *m, size_t rawlen,
 static int tag_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
                   size_t *needed) {
   return pv_rewrite_tag_datarow(ctx, m, out, cap, needed);
+}
+
+/* ---- server settings ---------------------------------------------------- */
+
+/* ParameterStatus: tracks the settings that change how the server reads a
+ * statement's text. The guard parses as PostgreSQL does with UTF-8 and
+ * standard_conforming_strings on; otherwise restricted sessions are refused
+ * every statement (session_guard.c). */
+static void note_parameter(pv_session_t *s, const pv_msg_t *m) {
+  static const char *const unsafe_enc[] = {"SJIS", "SHIFT_JIS_2004", "BIG5",
+                                           "GBK", "UHC", "GB18030", "JOHAB"};
+  const char *name, *value;
+  if (pv_be_parameter_status_decode(m, &name, &value) != PV_OK)
+    return;
+  if (strcmp(name, "standard_conforming_strings") == 0) {
+    s->scs_off = strcmp(value, "on") != 0;
+  } else if (strcmp(name, "client_encoding") == 0) {
+    s->enc_unsafe = false;
+    for (size_t i = 0; i < sizeof unsafe_enc / sizeof unsafe_enc[0]; i++)
+      if (strcasecmp(value, unsafe_enc[i]) == 0)
+        s->enc_unsafe = true;
+  }
+  s->sql_unsafe = s->scs_off || s->enc_unsafe;
 }
 
 /* ---- consent ---------------------------------------------------------- */
@@ -460,6 +484,8 @@ static int end_unit(pv_session_t *s, const pv_msg_t *m) {
 
 int pv_sess_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
                        const uint8_t *raw, size_t rawlen) {
+  if (m->type == PV_BE_PARAMETER_STATUS)
+    note_parameter(s, m);
   if (s->state == S_AUTH) {
     if (m->type == PV_BE_READY && s->w->shared->policy) {
       int rc = attach_policy(s);

@@ -91,6 +91,10 @@ PV_WARN_UNUSED int pv_be_error_sqlstate(const pv_msg_t *m, char out[6]);
 /* CommandComplete: the tag, NUL-terminated inside the body. */
 PV_WARN_UNUSED int pv_be_command_complete_decode(const pv_msg_t *m,
                                                  const char **tag);
+/* ParameterStatus: name and value, NUL-terminated inside the body. */
+PV_WARN_UNUSED int pv_be_parameter_status_decode(const pv_msg_t *m,
+                                                 const char **name,
+                                                 const char **value);
 /* ReadyForQuery: 'I', 'T' or 'E'. */
 PV_WARN_UNUSED int pv_be_ready_decode(const pv_msg_t *m, uint8_t *status);
 /* Authentication: the int32 subtype (0 ok, 3 cleartext, 5 md5, 10 SASL,

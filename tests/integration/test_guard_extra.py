@@ -179,3 +179,18 @@ def test_refusal_keeps_session_and_transaction_semantics(leak_pgveil, leakdb):
             c.execute("SELECT 1")
         c.rollback()
         assert c.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
+
+
+@pytest.mark.parametrize("opt,val", [("standard_conforming_strings", "off"),
+                                     ("client_encoding", "SJIS")])
+def test_server_reading_sql_differently_is_refused(leak_pgveil, leakdb, opt,
+                                                   val):
+    """The guard parses like a UTF-8 server with standard strings; a session
+    set otherwise at startup (options) gets every statement refused."""
+    with psycopg.connect(host="127.0.0.1", port=leak_pgveil.port,
+                         user="crm_app", password="crm_app_pw", dbname=leakdb,
+                         options="-c pgveil.purpose=marketing -c %s=%s"
+                         % (opt, val), autocommit=True) as c:
+        with pytest.raises(psycopg.Error) as ei:
+            c.execute("SELECT count(*) FROM orders")
+        assert ei.value.sqlstate == "42501"
