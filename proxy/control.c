@@ -81,6 +81,7 @@ struct pv_control {
   request_t *reqs;
   size_t nreqs;
   bool want_reload, want_stop, stopped;
+  pv_control_stats_t stats; /* control_db is set before the thread runs */
 };
 
 static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
@@ -863,6 +864,17 @@ static bool resolve_all(pv_control_t *ctl, pv_policy_t **next) {
   return true;
 }
 
+/* For /metrics: the outcome of one reload attempt. */
+static void count_reload(pv_control_t *ctl, bool ok) {
+  pthread_mutex_lock(&ctl->mu);
+  if (ok)
+    ctl->stats.reloads++;
+  else
+    ctl->stats.reload_failures++;
+  ctl->stats.last_reload_failed = !ok;
+  pthread_mutex_unlock(&ctl->mu);
+}
+
 static void do_reload(pv_control_t *ctl, bool forced) {
   pv_policy_t *next = NULL;
   char err[ERRMSG_MAX];
@@ -870,6 +882,7 @@ static void do_reload(pv_control_t *ctl, bool forced) {
   if (rc) {
     pv_log(PV_LOG_ERROR, "reload refused: %s; the old rules stay in force",
            err);
+    count_reload(ctl, false);
     return;
   }
   const pv_rules_t *nr = pv_policy_rules(next);
@@ -879,12 +892,14 @@ static void do_reload(pv_control_t *ctl, bool forced) {
   }
   if (!resolve_all(ctl, &next)) {
     pv_policy_release(next);
+    count_reload(ctl, false);
     return;
   }
   char sum[512];
   if (pv_rules_check_summary(nr, sum, sizeof sum) < 0)
     snprintf(sum, sizeof sum, "rules OK");
   publish(ctl, next);
+  count_reload(ctl, true);
   pv_log(PV_LOG_INFO, "rules reloaded from %s: %s", ctl->cfg->rules_path, sum);
 }
 
@@ -985,6 +1000,7 @@ static int resolve_startup_db(pv_control_t *ctl, char *err, size_t errcap) {
     return PV_EIO;
   char db[PV_CATALOG_DBNAME_MAX + 1];
   copy_db(db, PQdb(pg));
+  copy_db(ctl->stats.control_db, db);
   conn_t *c = conn_add(ctl, db);
   if (!c) {
     PQfinish(pg);
@@ -1087,6 +1103,15 @@ void pv_control_reload(pv_control_t *c) {
   c->want_reload = true;
   pthread_mutex_unlock(&c->mu);
   uv_async_send(&c->wake);
+}
+
+void pv_control_stats(pv_control_t *c, pv_control_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!c)
+    return;
+  pthread_mutex_lock(&c->mu);
+  *out = c->stats;
+  pthread_mutex_unlock(&c->mu);
 }
 
 int pv_control_request_db(pv_control_t *c, const char *dbname,

@@ -16,6 +16,7 @@
 #ifndef PGVEIL_CONTROL_H
 #define PGVEIL_CONTROL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -87,6 +88,18 @@ PV_WARN_UNUSED int pv_control_request_db(pv_control_t *c, const char *dbname,
  * returns, the control thread never touches notify. Call before closing
  * the uv_async_t. Thread-safe. */
 void pv_control_cancel(pv_control_t *c, uv_async_t *notify);
+
+/* Counters for /metrics and /readyz. */
+typedef struct {
+  uint64_t reloads;         /* reloads that published new rules */
+  uint64_t reload_failures; /* reloads refused: the old rules stayed */
+  bool last_reload_failed;  /* the latest reload attempt was refused */
+  char control_db[PV_CATALOG_DBNAME_MAX + 1]; /* --control-dsn's database
+                                                 resolved at start, or "" */
+} pv_control_stats_t;
+
+/* A copy of c's counters (zeros for NULL c). Thread-safe. */
+void pv_control_stats(pv_control_t *c, pv_control_stats_t *out);
 
 /* Stops the thread, closes its connections and frees c. The holder keeps
  * the last snapshot (dispose it after the workers are joined). NULL ok. */
