@@ -175,8 +175,11 @@ void pv_policy_publish(pv_policy_holder_t *h, pv_policy_t *p) {
   pthread_mutex_lock(&h->mu);
   pv_policy_t *old = h->cur;
   if (p)
-    p->generation = ++h->generation;
+    p->generation = h->generation + 1;
   h->cur = p;
+  /* Sessions compare it without the lock to skip an unchanged snapshot. */
+  __atomic_store_n(&h->generation, h->generation + (p != NULL),
+                   __ATOMIC_RELEASE);
   pthread_mutex_unlock(&h->mu);
   pv_policy_release(old); /* outside the lock: it may free a lot */
 }

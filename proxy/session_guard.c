@@ -267,6 +267,10 @@ int pv_sess_client_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   }
   pv_msg_t repl = {0};
   size_t repl_len = 0;
+  if (s->policy && (m->type == PV_FE_QUERY || m->type == PV_FE_PARSE ||
+                    m->type == PV_FE_BIND || m->type == PV_FE_EXECUTE) &&
+      pv_sess_refresh_policy(s) != PV_OK)
+    return PV_ESTATE;
   if (s->policy && (m->type == PV_FE_QUERY || m->type == PV_FE_PARSE)) {
     int rc = guard_message(s, e, m, &repl, &repl_len);
     if (rc)

@@ -160,6 +160,9 @@ typedef int (*pv_sess_rewrite_fn)(const void *ctx, const pv_msg_t *m,
 PV_WARN_UNUSED int pv_sess_emit_rewritten(emit_t *e, const pv_msg_t *m,
                                           size_t rawlen, pv_sess_rewrite_fn fn,
                                           const void *ctx);
+/* Takes a newer policy snapshot if one was published; PV_ESTATE when this
+ * database can no longer be served. */
+PV_WARN_UNUSED int pv_sess_refresh_policy(pv_session_t *s);
 /* One complete server message: track, rewrite, emit. */
 PV_WARN_UNUSED int pv_sess_server_msg(pv_session_t *s, emit_t *e,
                                       const pv_msg_t *m, const uint8_t *raw,

@@ -113,10 +113,15 @@ static int attach_policy(pv_session_t *s) {
   return POLICY_OK;
 }
 
-/* Between statements (ReadyForQuery): picks up a newer snapshot. A
- * database whose resolution broke (DDL) closes the session: fail closed. */
-static int refresh_policy(pv_session_t *s) {
-  pv_policy_t *p = pv_policy_acquire(s->w->shared->policy);
+/* Before each statement: picks up a newer snapshot (a reload, DDL). The
+ * generation is read without the lock; only a change takes it. A database
+ * whose resolution broke closes the session: fail closed. */
+int pv_sess_refresh_policy(pv_session_t *s) {
+  pv_policy_holder_t *h = s->w->shared->policy;
+  if (s->policy && __atomic_load_n(&h->generation, __ATOMIC_ACQUIRE) ==
+                       pv_policy_generation(s->policy))
+    return PV_OK;
+  pv_policy_t *p = pv_policy_acquire(h);
   if (p == s->policy) {
     pv_policy_release(p);
     return PV_OK;
@@ -479,7 +484,7 @@ static int end_unit(pv_session_t *s, const pv_msg_t *m) {
     s->restricted =
         pv_guard_purpose_restricted(pv_policy_rules(s->policy), s->purpose);
   }
-  return refresh_policy(s);
+  return PV_OK;
 }
 
 int pv_sess_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
