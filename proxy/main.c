@@ -10,10 +10,12 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "pgveil/admin.h"
 #include "pgveil/config.h"
 #include "pgveil/control.h"
 #include "pgveil/policy.h"
 #include "pgveil/log.h"
+#include "pgveil/metrics.h"
 #include "pgveil/worker.h"
 
 #define EXIT_USAGE 2 /* bad flag, port in use, unresolvable address */
@@ -132,6 +134,18 @@ static int serve(const pv_config_t *cfg) {
       return EXIT_USAGE;
     }
   }
+  int admin_fd = -1; /* --admin: bound now, served once everything runs */
+  if (cfg->admin_port) {
+    char err[256];
+    if ((admin_fd = pv_admin_listen(cfg, err, sizeof err)) < 0) {
+      fprintf(stderr, "pgveil: %s\n", err);
+      return EXIT_USAGE;
+    }
+    if (pv_metrics_new(n, &shared.metrics) != PV_OK) {
+      fprintf(stderr, "pgveil: out of memory\n");
+      return 1;
+    }
+  }
   if (cfg->passthrough)
     pv_log(PV_LOG_WARN, "--passthrough: no rules loaded, NOTHING IS MASKED");
   if (start_control(cfg, &shared, &holder))
@@ -145,6 +159,11 @@ static int serve(const pv_config_t *cfg) {
       return 1;
     }
   }
+  pv_admin_t *admin = NULL;
+  char aerr[256];
+  if (admin_fd >= 0 &&
+      pv_admin_start(admin_fd, &shared, &admin, aerr, sizeof aerr) != PV_OK)
+    pv_log(PV_LOG_ERROR, "%s; serving without the admin endpoint", aerr);
   pv_log(PV_LOG_INFO,
          "listening on %s:%u, upstream %s:%u, %u workers, pid %d",
          cfg->listen_host, cfg->listen_port, cfg->upstream_host,
@@ -152,9 +171,11 @@ static int serve(const pv_config_t *cfg) {
   uv_run(loop, UV_RUN_DEFAULT);
   for (unsigned i = 0; i < n; i++)
     pv_worker_join(&m.workers[i]);
+  pv_admin_stop(admin); /* reads what follows: stop it first */
   pv_consent_store_stop(shared.consent);
   pv_control_stop(shared.control);
   pv_policy_holder_dispose(&holder);
+  pv_metrics_free(shared.metrics);
   uv_loop_close(loop);
   free(m.workers);
   free(fds);

@@ -326,7 +326,10 @@ static void fmt_consent(out_t *o, const pv_metrics_view_t *v) {
          "1 while the LISTEN connection is up.", c->connected);
   head(o, "pgveil_consent_age_seconds", "gauge",
        "Seconds since the consent data was last confirmed fresh.");
-  put(o, "pgveil_consent_age_seconds %.3f\n", (double)c->age_ms / 1e3);
+  if (c->age_ms == UINT64_MAX) /* never confirmed */
+    put(o, "pgveil_consent_age_seconds +Inf\n");
+  else
+    put(o, "pgveil_consent_age_seconds %.3f\n", (double)c->age_ms / 1e3);
   metric(o, "pgveil_consent_subjects", "gauge",
          "Subjects in the consent snapshot.", c->subjects);
   metric(o, "pgveil_consent_bytes", "gauge",
@@ -396,8 +399,11 @@ bool pv_metrics_ready(const pv_metrics_view_t *v, char *why, size_t cap) {
       return false;
     }
     if (c->stale) {
-      snprintf(why, cap, "consent stale (%.1f s since fresh)",
-               (double)c->age_ms / 1e3);
+      if (c->age_ms == UINT64_MAX)
+        snprintf(why, cap, "consent stale (never confirmed fresh)");
+      else
+        snprintf(why, cap, "consent stale (%.1f s since fresh)",
+                 (double)c->age_ms / 1e3);
       return false;
     }
   }

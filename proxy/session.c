@@ -13,6 +13,7 @@
 #include "pgveil/log.h"
 #include "pgveil/pg_msg_backend.h"
 #include "pgveil/pg_msg_frontend.h"
+#include "pgveil/metrics.h"
 #include "pgveil/pg_options.h"
 #include "session_internal.h"
 
@@ -690,6 +691,7 @@ static void pump_messages(pv_session_t *s, end_t *src) {
   }
   if (s->closing)
     return;
+  pv_metrics_bytes(s->w->metrics, src == &s->client, pos);
   consume_in(src, pos);
   if (want && reserve_in(s, src, want) != PV_OK)
     pv_sess_fail(s, "FATAL", "53200", "pgveil: out of memory");

@@ -7,6 +7,7 @@
 
 #include "pgveil/guard_cache.h"
 #include "pgveil/log.h"
+#include "pgveil/metrics.h"
 #include "pgveil/pg_msg_frontend.h"
 #include "pgveil/reldir.h"
 #include "pgveil/sql_guard.h"
@@ -57,6 +58,7 @@ static int refuse_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
                       const char *why, pv_msg_t *repl, size_t *repl_len) {
   uint32_t n = s->nrefused++;
   snprintf(s->refusal[n % REFUSALS], REFUSAL_MAX, "%s", why);
+  pv_metrics_refusal(s->w->metrics, why);
   char token[48];
   int tlen =
       snprintf(token, sizeof token, "pgveil_refused_%08x_%u", s->nonce, n);
@@ -278,6 +280,7 @@ int pv_sess_client_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   }
   if (s->policy && m->type == PV_FE_FUNCTION_CALL && s->restricted)
     return PV_EDENIED;
+  pv_metrics_client_msg(s->w->metrics, m->type);
   if (m->type == PV_FE_QUERY || m->type == PV_FE_SYNC ||
       m->type == PV_FE_FUNCTION_CALL)
     s->units_sent++;

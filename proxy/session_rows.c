@@ -10,6 +10,7 @@
 #include "pgveil/control.h"
 #include "pgveil/error_scrub.h"
 #include "pgveil/log.h"
+#include "pgveil/metrics.h"
 #include "pgveil/pg_msg_backend.h"
 #include "pgveil/row_rewrite.h"
 #include "pgveil/sql_guard.h"
@@ -67,6 +68,7 @@ static bool settle_purpose(pv_session_t *s) {
   if (s->purpose != PV_PURPOSE_UNKNOWN &&
       pv_rules_role_may_declare(rules, s->role, s->purpose))
     return true;
+  pv_metrics_refusal(s->w->metrics, "may not declare purpose");
   pv_sess_fail(s, "FATAL", "42501",
                "pgveil: role \"%s\" may not declare purpose \"%s\"", s->role,
                s->purpose_name);
@@ -324,9 +326,12 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     pv_sess_emit_span(e, raw, rawlen);
     return PV_OK;
   }
+  uint64_t t0 = pv_metrics_sample(s->w->metrics) ? uv_hrtime() : 0;
   mask_ctx_t ctx = {ra, ra->ngated ? row_consent(s, ra, datarow_field, m)
                                    : NULL};
-  return pv_sess_emit_rewritten(e, m, rawlen, mask_fn, &ctx);
+  int rc = pv_sess_emit_rewritten(e, m, rawlen, mask_fn, &ctx);
+  pv_metrics_row(s->w->metrics, ra, ctx.consent, t0, t0 ? uv_hrtime() : 0);
+  return rc;
 }
 
 /* The refusal whose token the server's syntax error names, or NULL. */
@@ -458,6 +463,7 @@ static int rewrite_copy(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   if (cp->ra->ngated)
     ctx.consent = row_consent(s, cp->ra, copy_field, &ctx);
   int rc = pv_sess_emit_rewritten(e, m, 2 * rawlen + 256, copy_fn, &ctx);
+  pv_metrics_row(s->w->metrics, cp->ra, ctx.consent, 0, 0);
   if (tmp != stack)
     free(tmp); /* only rows over 4 KiB pay this */
   return rc;

@@ -13,6 +13,7 @@
 
 #include "pgveil/guard_cache.h"
 #include "pgveil/log.h"
+#include "pgveil/metrics.h"
 #include "pgveil/session.h"
 
 #define FREE_BUFS_MAX 64 /* read buffers kept for reuse per worker */
@@ -156,6 +157,7 @@ int pv_worker_start(pv_worker_t *w, unsigned id, pv_shared_t *shared,
   w->id = id;
   w->shared = shared;
   w->listen_fd = listen_fd;
+  w->metrics = pv_metrics_worker(shared->metrics, id); /* NULL: off */
   int rc = uv_loop_init(&w->loop);
   if (rc)
     return rc;

@@ -250,6 +250,11 @@ static void test_format(void) {
   CHECK(t[strlen(t) - 1] == '\n');
   free(t);
 
+  v.consent.age_ms = UINT64_MAX; /* never confirmed */
+  t = format(&v);
+  CHECK(strstr(t, "\npgveil_consent_age_seconds +Inf\n") != NULL);
+  free(t);
+
   /* Without a consent table the consent series are left out. */
   v.consent.configured = false;
   t = format(&v);
