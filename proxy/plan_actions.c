@@ -22,24 +22,31 @@ static size_t column_id_len(const pv_catalog_col_t *cc) {
          strlen(cc->rule->name) + 3;
 }
 
+/* The result column holding cc's table's subject: the table's own column,
+ * or a view column passing it through. */
 static int32_t find_subject(const pv_result_col_t *cols, uint16_t ncols,
-                            const pv_catalog_col_t *cc) {
-  for (uint16_t i = 0; i < ncols; i++)
-    if (cols[i].table_oid == cc->table_oid &&
-        cols[i].attnum == cc->subject_attnum)
+                            const pv_catalog_col_t *cc,
+                            const pv_reldir_t *dir) {
+  for (uint16_t i = 0; i < ncols; i++) {
+    uint32_t oid = cols[i].table_oid;
+    int16_t att = cols[i].attnum;
+    if (oid != cc->table_oid)
+      (void)pv_reldir_subject_alias(dir, oid, att, &oid, &att);
+    if (oid == cc->table_oid && att == cc->subject_attnum)
       return i;
+  }
   return -1;
 }
 
 /* Fills c for protected column cc; returns true when it is acted on. */
 static bool fill(pv_col_action_t *c, const pv_result_col_t *cols,
                  uint16_t ncols, const pv_result_col_t *rc,
-                 const pv_catalog_col_t *cc, int purpose,
-                 const pv_mask_key_t *key, char *id) {
+                 const pv_catalog_col_t *cc, const pv_reldir_t *dir,
+                 int purpose, const pv_mask_key_t *key, char *id) {
   const pv_rules_decision_t *d = pv_rules_decide(cc->rule, purpose);
   c->action = fitted(&d->action, rc);
   c->otherwise = d->consent_required ? fitted(&d->otherwise, rc) : NULL;
-  c->subject_col = c->otherwise ? find_subject(cols, ncols, cc) : -1;
+  c->subject_col = c->otherwise ? find_subject(cols, ncols, cc, dir) : -1;
   c->key = key;
   c->column_id = id;
   sprintf(id, "%s.%s.%s", cc->table->schema, cc->table->name, cc->rule->name);
@@ -91,7 +98,7 @@ int pv_plan_actions_build(const pv_result_col_t *cols, uint16_t ncols,
     const pv_catalog_col_t *cc = lookup(cat, dir, &cols[i]);
     if (!cc)
       continue;
-    if (fill(c, cols, ncols, &cols[i], cc, purpose, key, id)) {
+    if (fill(c, cols, ncols, &cols[i], cc, dir, purpose, key, id)) {
       ra->nacted++;
       ra->ngated += c->otherwise != NULL;
     }

@@ -76,7 +76,9 @@ typedef struct {
 typedef struct {
   uint32_t relid;
   int16_t attnum;
-  const pv_catalog_col_t *base;
+  const pv_catalog_col_t *base; /* protected column, or NULL for a subject */
+  uint32_t subject_oid;         /* base == NULL: the table whose subject */
+  int16_t subject_attnum;       /* column this view column passes through */
 } alias_t;
 
 struct pv_reldir {
@@ -306,12 +308,14 @@ static int map_view(pv_reldir_t *d, const pv_catalog_t *cat, const ent_t *e,
   const pv_guard_stmt_t *st = res->nstmts == 1 ? &res->stmts[0] : NULL;
   for (size_t i = 0; st && i < st->noutcols && i < e->ncols; i++) {
     const pv_guard_outcol_t *o = &st->outcols[i];
-    const pv_catalog_col_t *base =
-        o->schema && o->table && o->column
-            ? pv_catalog_column_by_name(cat, o->schema, o->table, o->column)
-            : NULL;
-    if (!base)
+    if (!o->schema || !o->table || !o->column)
       continue;
+    const pv_catalog_col_t *base =
+        pv_catalog_column_by_name(cat, o->schema, o->table, o->column);
+    const pv_catalog_rel_t *rel =
+        base ? NULL : pv_catalog_relation_by_name(cat, o->schema, o->table);
+    if (!base && !(rel && strcmp(rel->table->subject, o->column) == 0))
+      continue; /* neither protected nor a consent subject */
     if (d->naliases == *cap) {
       size_t nc = *cap ? *cap * 2 : 64;
       alias_t *na = realloc(d->aliases, nc * sizeof *na);
@@ -323,7 +327,8 @@ static int map_view(pv_reldir_t *d, const pv_catalog_t *cat, const ent_t *e,
       *cap = nc;
     }
     d->aliases[d->naliases++] =
-        (alias_t){e->relid, (int16_t)(i + 1), base};
+        (alias_t){e->relid, (int16_t)(i + 1), base,
+                  rel ? rel->table_oid : 0, rel ? rel->subject_attnum : 0};
   }
   pv_guard_result_free(res);
   return PV_OK;
@@ -348,10 +353,25 @@ const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir,
                                         uint32_t relid, int16_t attnum) {
   if (!dir || !dir->naliases)
     return NULL;
-  alias_t key = {relid, attnum, NULL};
+  alias_t key = {relid, attnum, NULL, 0, 0};
   const alias_t *a = bsearch(&key, dir->aliases, dir->naliases,
                              sizeof key, alias_cmp);
   return a ? a->base : NULL;
+}
+
+bool pv_reldir_subject_alias(const pv_reldir_t *dir, uint32_t relid,
+                             int16_t attnum, uint32_t *table_oid,
+                             int16_t *subject_attnum) {
+  if (!dir || !dir->naliases)
+    return false;
+  alias_t key = {relid, attnum, NULL, 0, 0};
+  const alias_t *a = bsearch(&key, dir->aliases, dir->naliases,
+                             sizeof key, alias_cmp);
+  if (!a || a->base)
+    return false;
+  *table_oid = a->subject_oid;
+  *subject_attnum = a->subject_attnum;
+  return true;
 }
 
 int pv_reldir_build(const pv_catalog_t *cat, const pv_reldir_row_t *rows,

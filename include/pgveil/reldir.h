@@ -131,6 +131,13 @@ int pv_reldir_lookup(void *ctx, const char *schema, const char *name,
 const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir,
                                         uint32_t relid, int16_t attnum);
 
+/* When column attnum of view relid plainly passes through the consent
+ * subject column of a protected table: OUT that table and the subject's
+ * attnum there, and true. */
+bool pv_reldir_subject_alias(const pv_reldir_t *dir, uint32_t relid,
+                             int16_t attnum, uint32_t *table_oid,
+                             int16_t *subject_attnum);
+
 /* The distinct bare names of every relation held (for
  * pv_guard_names_new), owned by dir. */
 void pv_reldir_names(const pv_reldir_t *dir, const char *const **names,
