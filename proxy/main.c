@@ -16,6 +16,7 @@
 #include "pgveil/policy.h"
 #include "pgveil/log.h"
 #include "pgveil/metrics.h"
+#include "pgveil/tls.h"
 #include "pgveil/worker.h"
 
 #define EXIT_USAGE 2 /* bad flag, port in use, unresolvable address */
@@ -104,6 +105,11 @@ static int serve(const pv_config_t *cfg) {
   pv_policy_holder_t holder;
   if (resolve_upstream(cfg, &shared))
     return EXIT_USAGE;
+  char tls_err[PV_PATH_MAX + 300];
+  if (pv_tls_new(cfg, &shared.tls, tls_err, sizeof tls_err) != PV_OK) {
+    fprintf(stderr, "pgveil: %s\n", tls_err);
+    return EXIT_USAGE;
+  }
   unsigned n = cfg->workers;
   if (n == 0) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -176,6 +182,7 @@ static int serve(const pv_config_t *cfg) {
   pv_control_stop(shared.control);
   pv_policy_holder_dispose(&holder);
   pv_metrics_free(shared.metrics);
+  pv_tls_free(shared.tls);
   uv_loop_close(loop);
   free(m.workers);
   free(fds);

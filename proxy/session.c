@@ -15,10 +15,12 @@
 #include "pgveil/pg_msg_frontend.h"
 #include "pgveil/metrics.h"
 #include "pgveil/pg_options.h"
+#include "pgveil/tls.h"
 #include "session_internal.h"
 
 static void session_close(pv_session_t *s);
 static void session_drain(pv_session_t *s);
+static void consume_in(end_t *e, size_t n);
 
 /* ---- write queues ---------------------------------------------------- */
 
@@ -52,6 +54,10 @@ static void resume_source(pv_session_t *s, end_t *dst) {
   if (src->paused && queued(dst) <= low) {
     src->paused = false;
     pv_sess_start_reading(src);
+    /* TLS may hold bytes read before the pause: the socket will not wake
+     * us for them. */
+    if (src->tls && pv_tls_has_input(src->tls))
+      pv_sess_pump(s, src);
   }
 }
 
@@ -98,9 +104,10 @@ static int append_pending(outq_t *q, const uint8_t *p, size_t len) {
   return PV_OK;
 }
 
-/* Writes iov to dst: straight to the socket when its queue is empty, the
- * rest copied to the queue. Pauses the opposite end above high water. */
-static void write_iovs(pv_session_t *s, end_t *dst, uv_buf_t *iov, unsigned n) {
+/* Writes iov to dst's socket as it is: straight to the socket when its
+ * queue is empty, the rest copied to the queue. Pauses the opposite end
+ * above high water. */
+static void write_raw(pv_session_t *s, end_t *dst, uv_buf_t *iov, unsigned n) {
   if (!dst->open || s->closing || n == 0)
     return;
   unsigned i = 0;
@@ -136,6 +143,39 @@ static void write_iovs(pv_session_t *s, end_t *dst, uv_buf_t *iov, unsigned n) {
       src->reading = false;
     }
   }
+}
+
+/* Sends the ciphertext TLS produced for e (handshake records, alerts,
+ * encrypted messages, replies to post-handshake messages). */
+static void flush_tls(pv_session_t *s, end_t *e) {
+  size_t len;
+  const uint8_t *p = pv_tls_out(e->tls, &len);
+  if (len == 0)
+    return;
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  write_raw(s, e, &b, 1); /* copies what the socket does not take */
+  pv_tls_out_done(e->tls);
+}
+
+/* Writes plaintext iov to dst, encrypting it on a TLS end. */
+static void write_iovs(pv_session_t *s, end_t *dst, uv_buf_t *iov, unsigned n) {
+  if (!dst->tls) {
+    write_raw(s, dst, iov, n);
+    return;
+  }
+  if (!dst->open || s->closing || n == 0)
+    return;
+  if (!pv_tls_established(dst->tls))
+    return; /* nothing can be said before the handshake ends */
+  for (unsigned i = 0; i < n; i++)
+    if (pv_tls_write(dst->tls, (const uint8_t *)iov[i].base, iov[i].len)) {
+      pv_log(PV_LOG_WARN, "session %llu: %s TLS: %s", (unsigned long long)s->id,
+             dst == &s->client ? "client" : "upstream",
+             pv_tls_conn_error(dst->tls));
+      session_close(s);
+      return;
+    }
+  flush_tls(s, dst);
 }
 
 /* ---- emitting -------------------------------------------------------- */
@@ -237,6 +277,9 @@ static void session_free(pv_session_t *s) {
     release_in(s, ends[i]);
     free(ends[i]->out.pend);
     free(ends[i]->out.fly);
+    pv_tls_conn_free(ends[i]->tls);
+    if (ends[i]->cin)
+      pv_worker_buf_put(w, ends[i]->cin);
   }
   free(s->startup);
   pv_tracker_free(s->tracker);
@@ -274,9 +317,25 @@ void pv_sess_close_handle(pv_session_t *s, uv_handle_t *h) {
   }
 }
 
+/* Best effort: a close_notify alert, if the socket takes it right now. */
+static void tls_goodbye(end_t *e) {
+  if (!e->tls || !e->open || !pv_tls_established(e->tls) || e->out.writing ||
+      e->out.pend_len)
+    return;
+  pv_tls_shutdown(e->tls);
+  size_t len;
+  const uint8_t *p = pv_tls_out(e->tls, &len);
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
+  if (len)
+    (void)uv_try_write((uv_stream_t *)&e->tcp, &b, 1);
+  pv_tls_out_done(e->tls);
+}
+
 static void session_close(pv_session_t *s) {
   if (s->closing)
     return;
+  tls_goodbye(&s->client);
+  tls_goodbye(&s->server);
   s->closing = true;
   if (s->client.open)
     pv_sess_close_handle(s, (uv_handle_t *)&s->client.tcp);
@@ -310,10 +369,8 @@ pv_session_t *pv_session_next(pv_session_t *s) { return s->next; }
 
 /* ---- reading --------------------------------------------------------- */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  end_t *e = h->data;
-  pv_session_t *s = e->s;
-  (void)suggested;
+/* Makes room in e->in for more bytes; false when it cannot grow. */
+static bool in_space(pv_session_t *s, end_t *e) {
   if (!e->in) {
     e->in = pv_worker_buf_get(s->w);
     e->in_cap = e->in ? cfg_of(s)->read_buffer_bytes : 0;
@@ -330,27 +387,72 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
       e->in_cap = (uint32_t)cap;
     }
   }
-  if (!e->in || e->in_len == e->in_cap) {
+  return e->in && e->in_len < e->in_cap;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  end_t *e = h->data;
+  pv_session_t *s = e->s;
+  (void)suggested;
+  if (e->tls) {
+    /* Ciphertext: a worker buffer, handed back in on_read. */
+    if (!e->cin)
+      e->cin = pv_worker_buf_get(s->w);
+    *buf = e->cin ? uv_buf_init((char *)e->cin, cfg_of(s)->read_buffer_bytes)
+                  : uv_buf_init(NULL, 0);
+    return;
+  }
+  if (!in_space(s, e)) {
     *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
     return;
   }
   *buf = uv_buf_init((char *)e->in + e->in_len, e->in_cap - e->in_len);
 }
 
+/* The end reached EOF (or close_notify): the server's last words still go
+ * to the client; anything else ends the session. */
+static void end_eof(pv_session_t *s, end_t *e) {
+  if (e == &s->server && s->state != S_CANCEL)
+    session_drain(s); /* deliver what the server sent, then close */
+  else
+    session_close(s);
+}
+
+static void upstream_tls_reply(pv_session_t *s);
+static void tls_input(pv_session_t *s, end_t *e);
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   end_t *e = stream->data;
   pv_session_t *s = e->s;
   (void)buf;
+  int fed = PV_OK;
+  if (e->tls && e->cin) {
+    if (nread > 0)
+      fed = pv_tls_feed(e->tls, e->cin, (size_t)nread);
+    pv_worker_buf_put(s->w, e->cin);
+    e->cin = NULL;
+  }
   if (nread < 0) {
-    if (e == &s->server && s->state != S_CANCEL && nread == UV_EOF)
-      session_drain(s); /* deliver what the server sent, then close */
+    if (nread == UV_EOF)
+      end_eof(s, e);
     else
       session_close(s);
     return;
   }
-  e->in_len += (uint32_t)nread;
-  if (nread > 0)
-    pv_sess_pump(s, e);
+  if (fed != PV_OK) {
+    session_close(s);
+    return;
+  }
+  if (e->tls) {
+    if (nread > 0)
+      tls_input(s, e);
+  } else {
+    e->in_len += (uint32_t)nread;
+    if (nread > 0 && e->tls_asked)
+      upstream_tls_reply(s);
+    else if (nread > 0)
+      pv_sess_pump(s, e);
+  }
   if (!s->closing && e->in_len == 0)
     release_in(s, e);
 }
@@ -380,6 +482,8 @@ static void on_connect_timeout(uv_timer_t *t) {
   pv_sess_close_handle(s, (uv_handle_t *)&s->server.tcp);
 }
 
+static void upstream_ready(pv_session_t *s);
+
 static void on_connect(uv_connect_t *req, int status) {
   pv_session_t *s = req->data;
   if (s->timer_open)
@@ -399,6 +503,21 @@ static void on_connect(uv_connect_t *req, int status) {
     return;
   }
   uv_tcp_nodelay(&s->server.tcp, 1);
+  if (pv_tls_upstream_mode(s->w->shared->tls) != PV_UPSTREAM_TLS_DISABLE) {
+    static const char ssl_request[8] = {0, 0, 0, 8, 0x04, (char)0xd2, 0x16,
+                                        0x2f}; /* 80877103 */
+    uv_buf_t b = uv_buf_init((char *)ssl_request, sizeof ssl_request);
+    write_raw(s, &s->server, &b, 1);
+    s->server.tls_asked = true;
+    pv_sess_start_reading(&s->server);
+    return;
+  }
+  upstream_ready(s);
+}
+
+/* The upstream leg is up (TLS or not): send the startup packet (or the
+ * CancelRequest) and start relaying. */
+static void upstream_ready(pv_session_t *s) {
   uv_buf_t b = uv_buf_init((char *)s->startup, (unsigned)s->startup_len);
   write_iovs(s, &s->server, &b, 1);
   free(s->startup);
@@ -413,8 +532,51 @@ static void on_connect(uv_connect_t *req, int status) {
   s->state = S_AUTH;
   pv_sess_start_reading(&s->server);
   pv_sess_start_reading(&s->client);
-  if (s->client.in_len)
+  if (s->client.in_len || (s->client.tls && pv_tls_has_input(s->client.tls)))
     pv_sess_pump(s, &s->client);
+}
+
+static const char *upstream_tls_name(const pv_session_t *s) {
+  switch (cfg_of(s)->upstream_tls) {
+  case PV_UPSTREAM_TLS_PREFER: return "prefer";
+  case PV_UPSTREAM_TLS_REQUIRE: return "require";
+  case PV_UPSTREAM_TLS_VERIFY_FULL: return "verify-full";
+  default: return "disable";
+  }
+}
+
+/* The server's one-byte answer to our SSLRequest. */
+static void upstream_tls_reply(pv_session_t *s) {
+  end_t *sv = &s->server;
+  const pv_config_t *cfg = cfg_of(s);
+  uint8_t r = sv->in[0];
+  bool extra = sv->in_len > 1;
+  sv->tls_asked = false;
+  consume_in(sv, sv->in_len);
+  if (r == 'S' && !extra) {
+    sv->tls = pv_tls_conn_new(s->w->shared->tls, PV_TLS_CONNECT);
+    if (!sv->tls) {
+      pv_sess_fail(s, "FATAL", "53200", "pgveil: out of memory");
+      return;
+    }
+    tls_input(s, sv); /* sends the ClientHello */
+    return;
+  }
+  if (r == 'N' && !extra && cfg->upstream_tls == PV_UPSTREAM_TLS_PREFER) {
+    upstream_ready(s);
+    return;
+  }
+  /* Bytes after 'S' were not encrypted and may have been injected
+   * (CVE-2021-23222): refuse them like libpq does. */
+  pv_sess_fail(s, "FATAL", "08006",
+               r == 'S' ? "pgveil: upstream %s:%u sent unencrypted data after "
+                          "accepting TLS (--upstream-tls %s)"
+               : r == 'N'
+                   ? "pgveil: upstream %s:%u does not accept TLS "
+                     "(--upstream-tls %s)"
+                   : "pgveil: upstream %s:%u did not answer the TLS request "
+                     "(--upstream-tls %s)",
+               cfg->upstream_host, cfg->upstream_port, upstream_tls_name(s));
 }
 
 static void connect_upstream(pv_session_t *s) {
@@ -509,6 +671,36 @@ static void write_const(pv_session_t *s, end_t *dst, const char *p,
   write_iovs(s, dst, &b, 1);
 }
 
+/* Answers an SSLRequest: 'N' without --tls-cert, else 'S' and the
+ * handshake begins with the next bytes. Returns true when the caller must
+ * stop parsing plaintext. */
+static bool start_client_tls(pv_session_t *s) {
+  end_t *c = &s->client;
+  if (c->tls) {
+    pv_sess_fail(s, "FATAL", "08P01", "pgveil: SSLRequest inside TLS");
+    return true;
+  }
+  if (!pv_tls_accepts(s->w->shared->tls)) {
+    write_const(s, c, "N", 1);
+    return false;
+  }
+  /* Anything sent after the SSLRequest and before the handshake was not
+   * encrypted and may have been injected (CVE-2021-23214): refuse it. */
+  if (c->in_len) {
+    pv_sess_fail(s, "FATAL", "08P01",
+                 "pgveil: received unencrypted data after SSLRequest");
+    return true;
+  }
+  pv_tls_conn_t *t = pv_tls_conn_new(s->w->shared->tls, PV_TLS_ACCEPT);
+  if (!t) {
+    session_close(s);
+    return true;
+  }
+  write_const(s, c, "S", 1);
+  c->tls = t; /* from here every byte read is ciphertext */
+  return true;
+}
+
 /* Handles startup-phase packets; returns when it needs more input or the
  * session moved on. */
 static void handle_startup(pv_session_t *s) {
@@ -527,8 +719,13 @@ static void handle_startup(pv_session_t *s) {
     }
     switch (st.kind) {
     case PV_STARTUP_SSL:
+      consume_in(c, (size_t)n);
+      if (start_client_tls(s))
+        return;
+      continue;
     case PV_STARTUP_GSSENC:
-      /* No TLS or GSS encryption on the client leg (yet): decline. */
+      /* No GSS encryption: decline; the client goes on in plaintext or
+       * asks for TLS next. */
       consume_in(c, (size_t)n);
       write_const(s, c, "N", 1);
       continue;
@@ -547,6 +744,10 @@ static void handle_startup(pv_session_t *s) {
       return;
     case PV_STARTUP_NORMAL:
       break;
+    }
+    if (cfg_of(s)->require_tls && !c->tls) {
+      pv_sess_fail(s, "FATAL", "28000", "pgveil: TLS required");
+      return;
     }
     if (s->over_limit) {
       pv_sess_fail(s, "FATAL", "53300",
@@ -641,6 +842,56 @@ static int reserve_in(pv_session_t *s, end_t *src, size_t total) {
   return PV_OK;
 }
 
+/* Channel binding cannot cross pgveil: the client binds to the TLS
+ * session it has with pgveil, the server to its own. pgveil removes the
+ * -PLUS mechanisms from AuthenticationSASL, unless the server presented
+ * the very certificate pgveil serves (tls-server-end-point then matches on
+ * both legs), and refuses with a clear error a client that would fail
+ * later for it. Returns 0 to pass m on, 1 when handled, or an error. */
+static int sasl_filter(pv_session_t *s, emit_t *e, const pv_msg_t *m,
+                       const uint8_t *raw, size_t rawlen) {
+  const pv_shared_t *sh = s->w->shared;
+  if (e->dst == &s->client && m->type == PV_BE_AUTH && m->len >= 4 &&
+      pv_get_u32(m->body) == 10) {
+    s->sasl_initial = true;
+    if (s->client.tls && s->server.tls &&
+        pv_tls_same_cert(s->server.tls, sh->tls))
+      return 0; /* one certificate on both legs: binding works */
+    uint8_t *out = pv_sess_emit_reserve(e, rawlen);
+    if (!out)
+      return PV_ENOMEM;
+    int n = pv_tls_sasl_strip_plus(m->body, m->len, out + PV_FRAME_HEADER,
+                                   rawlen - PV_FRAME_HEADER);
+    if (n == PV_ENOENT)
+      return 0;
+    if (n < 0)
+      return n;
+    out[0] = m->type;
+    pv_put_u32(out + 1, (uint32_t)n + 4);
+    pv_sess_emit_commit(e, PV_FRAME_HEADER + (size_t)n);
+    s->sasl_stripped = true;
+    return 1;
+  }
+  if (e->dst == &s->server && m->type == PV_FE_PASSWORD && s->sasl_initial) {
+    s->sasl_initial = false;
+    int flag = pv_tls_sasl_cbind_flag(m->body, m->len);
+    /* 'y' ("I can bind, the server cannot") is a downgrade to a server
+     * that can: PostgreSQL over TLS rejects it. 'p' names a mechanism we
+     * removed. */
+    if (s->sasl_stripped &&
+        (flag == 'p' || (flag == 'y' && s->server.tls))) {
+      pv_sess_fail(s, "FATAL", "28000",
+                   "pgveil: SCRAM channel binding cannot pass through pgveil, "
+                   "which terminates TLS; connect with "
+                   "channel_binding=disable, or give pgveil the server's "
+                   "certificate (--tls-cert), or use --upstream-tls disable");
+      return 1;
+    }
+  }
+  (void)raw;
+  return 0;
+}
+
 static void pump_messages(pv_session_t *s, end_t *src) {
   end_t *dst = other(s, src);
   emit_t e = {.s = s, .dst = dst, .n = 0};
@@ -674,6 +925,13 @@ static void pump_messages(pv_session_t *s, end_t *src) {
       rc = n;
       break;
     }
+    if (s->state == S_AUTH && (rc = sasl_filter(s, &e, &m, p, (size_t)n))) {
+      if (rc < 0)
+        break;
+      rc = PV_OK;
+      pos += (size_t)n;
+      continue;
+    }
     rc = src == &s->client ? pv_sess_client_msg(s, &e, &m, p, (size_t)n)
                            : pv_sess_server_msg(s, &e, &m, p, (size_t)n);
     if (rc == MSG_HOLD) {
@@ -697,20 +955,107 @@ static void pump_messages(pv_session_t *s, end_t *src) {
     pv_sess_fail(s, "FATAL", "53200", "pgveil: out of memory");
 }
 
+static void pump_plain(pv_session_t *s, end_t *src) {
+  if (src->in_len == 0)
+    return;
+  if (src == &s->client && s->state == S_STARTUP)
+    handle_startup(s);
+  else if (s->state == S_AUTH || s->state == S_READY)
+    pump_messages(s, src);
+}
+
+/* Decrypts what TLS holds for src into src->in while src may be read.
+ * Returns true when plaintext was added. */
+static bool tls_decrypt(pv_session_t *s, end_t *src) {
+  bool got = false;
+  while (src->reading && !s->closing && !s->draining &&
+         pv_tls_established(src->tls) && in_space(s, src)) {
+    int n = pv_tls_read(src->tls, src->in + src->in_len,
+                        src->in_cap - src->in_len);
+    if (n > 0) {
+      src->in_len += (uint32_t)n;
+      got = true;
+      continue;
+    }
+    if (n == 0) {
+      end_eof(s, src); /* close_notify */
+    } else if (n != PV_EAGAIN) {
+      pv_log(PV_LOG_WARN, "session %llu: %s TLS: %s", (unsigned long long)s->id,
+             src == &s->client ? "client" : "upstream",
+             pv_tls_conn_error(src->tls));
+      session_close(s);
+    }
+    break;
+  }
+  return got && !s->closing;
+}
+
+/* Processes src's plaintext, decrypting more from TLS as it is consumed. */
+static void pump_end(pv_session_t *s, end_t *src) {
+  do
+    pump_plain(s, src);
+  while (!s->closing && src->tls && tls_decrypt(s, src));
+  if (src->tls && !s->closing) {
+    flush_tls(s, src); /* replies to post-handshake records, if any */
+    pv_tls_trim(src->tls);
+  }
+}
+
 void pv_sess_pump(pv_session_t *s, end_t *src) {
   if (s->closing)
     return;
-  if (src == &s->client && s->state == S_STARTUP) {
-    handle_startup(s);
+  pump_end(s, src);
+  /* A hold released by ReadyForQuery: process what the client sent. */
+  if (src == &s->server && !s->closing && s->state == S_READY &&
+      !s->client.held &&
+      (s->client.in_len ||
+       (s->client.tls && pv_tls_has_input(s->client.tls))))
+    pump_end(s, &s->client);
+}
+
+/* A TLS handshake failed on e. The client leg gets only the alert (it
+ * cannot read a plaintext error); the upstream's failure is explained to
+ * the client. */
+static void tls_failed(pv_session_t *s, end_t *e) {
+  if (e == &s->client) {
+    pv_log(PV_LOG_WARN, "session %llu: client TLS: %s",
+           (unsigned long long)s->id, pv_tls_conn_error(e->tls));
+    session_drain(s);
     return;
   }
-  if (s->state == S_AUTH || s->state == S_READY) {
-    pump_messages(s, src);
-    /* A hold released by ReadyForQuery: process what the client sent. */
-    if (src == &s->server && !s->closing && s->state == S_READY &&
-        s->client.in_len && !s->client.held)
-      pump_messages(s, &s->client);
+  const pv_config_t *cfg = cfg_of(s);
+  pv_sess_fail(s, "FATAL", "08006",
+               "pgveil: TLS with upstream %s:%u failed (--upstream-tls %s): %s",
+               cfg->upstream_host, cfg->upstream_port, upstream_tls_name(s),
+               pv_tls_conn_error(e->tls));
+}
+
+/* Ciphertext arrived on e: advance the handshake, then pump plaintext. */
+static void tls_input(pv_session_t *s, end_t *e) {
+  if (!pv_tls_established(e->tls)) {
+    int rc = pv_tls_handshake(e->tls);
+    flush_tls(s, e);
+    if (s->closing)
+      return;
+    if (rc == PV_EAGAIN) {
+      pv_tls_trim(e->tls);
+      return;
+    }
+    if (rc != PV_OK) {
+      tls_failed(s, e);
+      return;
+    }
+    char d[96];
+    pv_log(PV_LOG_DEBUG, "session %llu: %s TLS established: %s",
+           (unsigned long long)s->id, e == &s->client ? "client" : "upstream",
+           pv_tls_describe(e->tls, d, sizeof d));
+    if (e == &s->server) {
+      upstream_ready(s);
+      if (s->closing || s->draining)
+        return;
+    }
   }
+  pv_sess_pump(s, e);
 }
 
 /* ---- accept ---------------------------------------------------------- */

@@ -16,6 +16,7 @@
 #include "pgveil/policy.h"
 #include "pgveil/row_plan.h"
 #include "pgveil/session.h"
+#include "pgveil/sql_guard.h"
 
 #define STARTUP_MAX 10000u     /* PostgreSQL's MAX_STARTUP_PACKET_LENGTH */
 #define STARTUP_PARAMS_MAX 64  /* parameters in a StartupMessage */
@@ -57,6 +58,12 @@ typedef struct {
   uint32_t stream_left; /* bytes of a streamed message still to forward */
   outq_t out;
   bool open, reading, paused, held;
+  /* TLS on this end (tls.h), NULL for plaintext. Ciphertext is read into
+   * `cin` (a worker buffer held only during one read callback) and
+   * decrypted into `in`; writes are encrypted before the queue. */
+  struct pv_tls_conn *tls;
+  uint8_t *cin;
+  bool tls_asked; /* server end: SSLRequest sent, awaiting 'S' or 'N' */
 } end_t;
 
 /* How the rows of one COPY TO STDOUT are rewritten. ra NULL: untouched.
@@ -109,6 +116,12 @@ struct pv_session {
   bool scs_off, enc_unsafe;
   uint8_t *flags;             /* per-row consent flags, one per column */
   size_t flags_cap;
+  struct pv_sess_audit *audit; /* session_audit.c: audit log, ledger and
+                                  explanations; NULL until needed */
+  char client_addr[64];          /* "host:port" of the client */
+  char app_name[NAME_MAX_BYTES]; /* application_name at startup */
+  bool sasl_stripped; /* -PLUS mechanisms removed from AuthenticationSASL */
+  bool sasl_initial;  /* the next client 'p' is a SASLInitialResponse */
 };
 
 /* Row-plan extension: the plan's actions under the snapshot generation
@@ -167,6 +180,28 @@ PV_WARN_UNUSED int pv_sess_refresh_policy(pv_session_t *s);
 PV_WARN_UNUSED int pv_sess_server_msg(pv_session_t *s, emit_t *e,
                                       const pv_msg_t *m, const uint8_t *raw,
                                       size_t rawlen);
+
+/* ---- session_audit.c ---- */
+/* The guard's analysis of the Query/Parse being handled (NULL: none). */
+void pv_sess_audit_note(pv_session_t *s, const pv_guard_result_t *res);
+/* A Query/Parse refused for `why`: one audit entry now. */
+void pv_sess_audit_refused(pv_session_t *s, const pv_msg_t *m,
+                           const char *why);
+/* Every client message after the guard (refused: it was replaced). */
+void pv_sess_audit_client(pv_session_t *s, const pv_msg_t *m, bool refused);
+/* Every server message not swallowed, before it is emitted: row counts,
+ * entries at statement ends, explanations of row-less results. */
+PV_WARN_UNUSED int pv_sess_audit_server(pv_session_t *s, emit_t *e,
+                                        const pv_msg_t *m,
+                                        const pv_be_effect_t *eff);
+/* A rewritten DataRow, before it is emitted: ledger and explanation. */
+PV_WARN_UNUSED int pv_sess_audit_row(pv_session_t *s, emit_t *e,
+                                     const pv_plan_t *plan,
+                                     const pv_row_actions_t *ra,
+                                     const uint8_t *consent,
+                                     const pv_msg_t *row);
+void pv_sess_audit_peer(pv_session_t *s); /* client_addr, at accept */
+void pv_sess_audit_free(pv_session_t *s);
 
 /* ---- session_guard.c ---- */
 /* One complete client message: guard, track, emit. */
