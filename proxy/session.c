@@ -283,6 +283,7 @@ static void session_free(pv_session_t *s) {
   }
   free(s->startup);
   pv_tracker_free(s->tracker);
+  pv_sess_audit_free(s); /* writes what is pending: before the policy */
   pv_policy_release(s->policy);
   pv_consent_release(s->consent);
   free(s->flags);
@@ -484,6 +485,14 @@ static void on_connect_timeout(uv_timer_t *t) {
 
 static void upstream_ready(pv_session_t *s);
 
+static void on_tls_timeout(uv_timer_t *t) {
+  pv_session_t *s = t->data;
+  const pv_config_t *cfg = cfg_of(s);
+  pv_sess_fail(s, "FATAL", "08006",
+               "pgveil: TLS with upstream %s:%u timed out", cfg->upstream_host,
+               cfg->upstream_port);
+}
+
 static void on_connect(uv_connect_t *req, int status) {
   pv_session_t *s = req->data;
   if (s->timer_open)
@@ -510,6 +519,10 @@ static void on_connect(uv_connect_t *req, int status) {
     write_raw(s, &s->server, &b, 1);
     s->server.tls_asked = true;
     pv_sess_start_reading(&s->server);
+    /* The TLS negotiation gets its own --connect-timeout. */
+    if (s->timer_open)
+      uv_timer_start(&s->timer, on_tls_timeout,
+                     (uint64_t)(cfg->connect_timeout * 1000.0), 0);
     return;
   }
   upstream_ready(s);
@@ -518,6 +531,8 @@ static void on_connect(uv_connect_t *req, int status) {
 /* The upstream leg is up (TLS or not): send the startup packet (or the
  * CancelRequest) and start relaying. */
 static void upstream_ready(pv_session_t *s) {
+  if (s->timer_open)
+    uv_timer_stop(&s->timer);
   uv_buf_t b = uv_buf_init((char *)s->startup, (unsigned)s->startup_len);
   write_iovs(s, &s->server, &b, 1);
   free(s->startup);
@@ -611,6 +626,10 @@ static void connect_upstream(pv_session_t *s) {
  * Returns PV_OK or PV_EINVAL for a value that does not fit. */
 static int note_startup_param(pv_session_t *s, const pv_param_t *p) {
   const char *k = p->key;
+  if (strcmp(k, "application_name") == 0) { /* for the audit log */
+    snprintf(s->app_name, sizeof s->app_name, "%s", p->val);
+    return PV_OK;
+  }
   char *dst = NULL;
   size_t cap = 0;
   if (strcmp(k, "user") == 0)
@@ -965,8 +984,10 @@ static void pump_plain(pv_session_t *s, end_t *src) {
 }
 
 /* Decrypts what TLS holds for src into src->in while src may be read.
- * Returns true when plaintext was added. */
-static bool tls_decrypt(pv_session_t *s, end_t *src) {
+ * Returns true when plaintext was added. OUT: *eof when the peer sent
+ * close_notify (handled by the caller once the plaintext before it is
+ * processed). */
+static bool tls_decrypt(pv_session_t *s, end_t *src, bool *eof) {
   bool got = false;
   while (src->reading && !s->closing && !s->draining &&
          pv_tls_established(src->tls) && in_space(s, src)) {
@@ -978,7 +999,7 @@ static bool tls_decrypt(pv_session_t *s, end_t *src) {
       continue;
     }
     if (n == 0) {
-      end_eof(s, src); /* close_notify */
+      *eof = true;
     } else if (n != PV_EAGAIN) {
       pv_log(PV_LOG_WARN, "session %llu: %s TLS: %s", (unsigned long long)s->id,
              src == &s->client ? "client" : "upstream",
@@ -992,9 +1013,14 @@ static bool tls_decrypt(pv_session_t *s, end_t *src) {
 
 /* Processes src's plaintext, decrypting more from TLS as it is consumed. */
 static void pump_end(pv_session_t *s, end_t *src) {
+  bool eof = false;
   do
     pump_plain(s, src);
-  while (!s->closing && src->tls && tls_decrypt(s, src));
+  while (!s->closing && src->tls && !eof && tls_decrypt(s, src, &eof));
+  if (eof && !s->closing) {
+    end_eof(s, src);
+    return;
+  }
   if (src->tls && !s->closing) {
     flush_tls(s, src); /* replies to post-handshake records, if any */
     pv_tls_trim(src->tls);
@@ -1090,5 +1116,7 @@ void pv_session_accept(pv_worker_t *w) {
     return;
   }
   uv_tcp_nodelay(&s->client.tcp, 1);
+  if (w->shared->audit)
+    pv_sess_audit_peer(s);
   pv_sess_start_reading(&s->client);
 }

@@ -409,6 +409,56 @@ def test_both_legs_and_cancel(certs, pg_ssl, start_pgveil):
         assert c.execute("SELECT 'after cancel'").fetchone() == ("after cancel",)
 
 
+def test_upstream_tls_error_before_close_reaches_client(pg_ssl, start_pgveil):
+    """PostgreSQL sends its FATAL and then close_notify in one go: the error
+    must still reach the client."""
+    proxy = start_pgveil(["--passthrough", "--workers", "1", "--upstream-tls", "require"],
+                         upstream=pg_ssl.addr)
+    with pytest.raises(psycopg.OperationalError) as ei:
+        psycopg.connect(host=proxy.host, port=proxy.port, user=SCRAM_USER, password="wrong",
+                        dbname="test", sslmode="disable", connect_timeout=10)
+    assert "password authentication failed" in str(ei.value)
+    with pytest.raises(psycopg.OperationalError) as ei:
+        psycopg.connect(host=proxy.host, port=proxy.port, user="postgres",
+                        dbname="no_such_db", sslmode="disable", connect_timeout=10)
+    assert 'database "no_such_db" does not exist' in str(ei.value)
+
+
+def test_upstream_tls_handshake_timeout(start_pgveil):
+    """A server that accepts the SSLRequest and then says nothing: the client
+    gets an error after --connect-timeout, not a hang."""
+    import threading
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    held = []
+
+    def serve():
+        try:
+            c, _ = ls.accept()
+        except OSError:
+            return
+        held.append(c)
+        c.recv(8)
+        c.sendall(b"S")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        proxy = start_pgveil(["--passthrough", "--workers", "1", "--upstream-tls", "require",
+                              "--connect-timeout", "1"],
+                             upstream="127.0.0.1:%d" % ls.getsockname()[1])
+        t0 = time.monotonic()
+        with pytest.raises(psycopg.OperationalError) as ei:
+            psycopg.connect(host=proxy.host, port=proxy.port, user="postgres", dbname="test",
+                            sslmode="disable", connect_timeout=10)
+        assert time.monotonic() - t0 < 5
+        assert "TLS with upstream" in str(ei.value) and "timed out" in str(ei.value)
+    finally:
+        ls.close()
+        for c in held:
+            c.close()
+
+
 # ---- SCRAM and channel binding -----------------------------------------
 
 
