@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "pgveil/admin.h"
+#include "pgveil/audit.h"
 #include "pgveil/config.h"
 #include "pgveil/control.h"
 #include "pgveil/policy.h"
@@ -27,6 +28,8 @@ typedef struct {
   uv_signal_t sigterm, sigint, sighup;
   pv_control_t *control;
   bool stopping;
+  uv_signal_t sigusr1; /* reopens the audit log */
+  pv_audit_t *audit;
 } pv_main_t;
 
 static int resolve_upstream(const pv_config_t *cfg, pv_shared_t *sh) {
@@ -62,6 +65,7 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
   uv_close((uv_handle_t *)&m->sigterm, NULL);
   uv_close((uv_handle_t *)&m->sigint, NULL);
   uv_close((uv_handle_t *)&m->sighup, NULL);
+  uv_close((uv_handle_t *)&m->sigusr1, NULL);
 }
 
 static void on_reload_signal(uv_signal_t *sig, int signum) {
@@ -100,6 +104,27 @@ static int start_control(const pv_config_t *cfg, pv_shared_t *sh,
   return 0;
 }
 
+static void on_reopen_signal(uv_signal_t *sig, int signum) {
+  pv_main_t *m = sig->data;
+  (void)signum;
+  if (m->audit)
+    pv_audit_reopen(m->audit); /* the writer thread reopens it */
+}
+
+/* --audit-log: one queue per worker, a writer thread. */
+static int start_audit(const pv_config_t *cfg, pv_shared_t *sh,
+                       unsigned nworkers) {
+  char err[PV_PATH_MAX + 100];
+  if (!cfg->audit_log[0])
+    return 0;
+  if (pv_audit_start(cfg->audit_log, nworkers, 4u << 20, &sh->audit, err,
+                     sizeof err) != PV_OK) {
+    fprintf(stderr, "pgveil: %s\n", err);
+    return 1;
+  }
+  return 0;
+}
+
 static int serve(const pv_config_t *cfg) {
   pv_shared_t shared = {.cfg = cfg};
   pv_policy_holder_t holder;
@@ -131,6 +156,9 @@ static int serve(const pv_config_t *cfg) {
   uv_signal_start(&m.sigterm, on_stop_signal, SIGTERM);
   uv_signal_start(&m.sigint, on_stop_signal, SIGINT);
   uv_signal_start(&m.sighup, on_reload_signal, SIGHUP);
+  uv_signal_init(loop, &m.sigusr1);
+  m.sigusr1.data = &m;
+  uv_signal_start(&m.sigusr1, on_reopen_signal, SIGUSR1);
   /* All sockets first: a port in use fails before any thread starts. */
   for (unsigned i = 0; i < n; i++) {
     char err[256];
@@ -154,6 +182,9 @@ static int serve(const pv_config_t *cfg) {
   }
   if (cfg->passthrough)
     pv_log(PV_LOG_WARN, "--passthrough: no rules loaded, NOTHING IS MASKED");
+  if (start_audit(cfg, &shared, n))
+    return 1;
+  m.audit = shared.audit;
   if (start_control(cfg, &shared, &holder))
     return 1;
   m.control = shared.control;
@@ -177,6 +208,7 @@ static int serve(const pv_config_t *cfg) {
   uv_run(loop, UV_RUN_DEFAULT);
   for (unsigned i = 0; i < n; i++)
     pv_worker_join(&m.workers[i]);
+  pv_audit_stop(shared.audit); /* every producer has stopped */
   pv_admin_stop(admin); /* reads what follows: stop it first */
   pv_consent_store_stop(shared.consent);
   pv_control_stop(shared.control);
@@ -197,6 +229,8 @@ int main(int argc, char **argv) {
   static pv_config_t cfg; /* read-only once parsed; lives for the process */
   char err[512];
   signal(SIGPIPE, SIG_IGN);
+  if (argc > 1 && strcmp(argv[1], "ledger") == 0)
+    return pv_ledger_main(argc - 1, argv + 1);
   if (pv_config_parse(argc, argv, env_get, &cfg, err, sizeof err) != PV_OK) {
     fprintf(stderr, "pgveil: %s\n", err);
     return EXIT_USAGE;

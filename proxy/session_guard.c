@@ -107,6 +107,7 @@ static int refuse_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
                      .len = (uint32_t)(total - 5),
                      .body = out + PV_FRAME_HEADER};
   *repl_len = total;
+  pv_sess_audit_refused(s, m, why);
   pv_log(PV_LOG_INFO, "session %llu: refused: %s", (unsigned long long)s->id,
          why);
   return PV_OK;
@@ -251,6 +252,7 @@ static int guard_message(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     return PV_OK;
   const pv_guard_result_t *res = NULL;
   int rc = guard_analyze(s, sql, len, &res);
+  pv_sess_audit_note(s, res);
   if (rc)
     return s->restricted
                ? refuse_msg(s, e, m,
@@ -303,6 +305,7 @@ int pv_sess_client_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   }
   if (s->policy && m->type == PV_FE_FUNCTION_CALL && s->restricted)
     return PV_EDENIED;
+  pv_sess_audit_client(s, m, repl_len != 0);
   pv_metrics_client_msg(s->w->metrics, m->type);
   if (m->type == PV_FE_QUERY || m->type == PV_FE_SYNC ||
       m->type == PV_FE_FUNCTION_CALL)

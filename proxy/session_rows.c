@@ -329,6 +329,9 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   uint64_t t0 = pv_metrics_sample(s->w->metrics) ? uv_hrtime() : 0;
   mask_ctx_t ctx = {ra, ra->ngated ? row_consent(s, ra, datarow_field, m)
                                    : NULL};
+  int arc = pv_sess_audit_row(s, e, eff->plan, ra, ctx.consent, m);
+  if (arc)
+    return arc;
   int rc = pv_sess_emit_rewritten(e, m, rawlen, mask_fn, &ctx);
   pv_metrics_row(s->w->metrics, ra, ctx.consent, t0, t0 ? uv_hrtime() : 0);
   return rc;
@@ -514,6 +517,8 @@ int pv_sess_server_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     return rc;
   if (eff.swallow)
     return PV_OK;
+  if ((rc = pv_sess_audit_server(s, e, m, &eff)) != PV_OK)
+    return rc;
   switch (m->type) {
   case PV_BE_DATA_ROW:
     if (eff.rows == PV_ROWS_DATAROW)
