@@ -7,7 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
+
+#define HUGE_SZ ((size_t)2 << 20)
+#define HUGE_MIN ((size_t)8 << 20)
 
 enum {
   OID_NAME = 19,
@@ -23,7 +27,10 @@ enum {
 
 /* Slot words: K (the int64 subject, or the XXH3 of the key bytes), G
  * granted mask, R refused mask, then T (touched mask, deltas only), then
- * REF (arena offset << 16 | length, byte keys only). */
+ * REF (arena offset << 16 | length, byte keys only). A slot is used iff
+ * G | R (| T) is non-zero: no separate bitmap, so a probe touches one
+ * place in memory. Hence a base set never clears an entry to nothing
+ * (a load only records rows), and a delta entry always has T set. */
 enum { W_K = 0, W_G = 1, W_R = 2 };
 
 struct pv_consent_set {
@@ -35,7 +42,6 @@ struct pv_consent_set {
   size_t n;   /* used slots (subjects) */
   size_t max_entries;
   uint64_t *slots; /* cap * w words */
-  uint64_t *used;  /* bitmap of used slots */
   uint8_t *arena;  /* key bytes of UUID/TEXT sets */
   size_t arena_len, arena_cap;
 };
@@ -237,8 +243,8 @@ static size_t slot_of(uint64_t h, size_t cap) {
   return (size_t)(((unsigned __int128)h * cap) >> 64);
 }
 
-static bool is_used(const uint64_t *used, size_t i) {
-  return (used[i / 64] >> (i % 64)) & 1;
+static bool is_used(const uint64_t *sl, size_t w) {
+  return (sl[W_G] | sl[W_R] | (w == 4 || w == 5 ? sl[3] : 0)) != 0;
 }
 
 static uint64_t *slot(const pv_consent_set_t *s, size_t i) {
@@ -262,51 +268,56 @@ static size_t find(const pv_consent_set_t *s, const pv_consent_key_t *k,
                    uint64_t h, size_t *free_at) {
   size_t i = slot_of(h, s->cap);
   for (;;) {
-    if (!is_used(s->used, i)) {
+    const uint64_t *sl = slot(s, i);
+    if (!is_used(sl, s->w)) {
       if (free_at)
         *free_at = i;
       return SIZE_MAX;
     }
-    if (key_eq(s, slot(s, i), h, k))
+    if (key_eq(s, sl, h, k))
       return i;
     if (++i == s->cap)
       i = 0;
   }
 }
 
-static int alloc_slots(size_t cap, size_t w, uint64_t **slots,
-                       uint64_t **used) {
-  *slots = calloc(cap * w, sizeof **slots);
-  *used = calloc((cap + 63) / 64, sizeof **used);
-  if (!*slots || !*used) {
-    free(*slots);
-    free(*used);
-    return PV_ENOMEM;
+/* Zeroed slots. Big tables are 2 MiB aligned and asked to live on huge
+ * pages: a lookup is one random access, and with 4 KiB pages it also
+ * misses the TLB (the load of 10M subjects was dominated by it). */
+static int alloc_slots(size_t cap, size_t w, uint64_t **slots) {
+  size_t bytes = cap * w * sizeof **slots;
+  if (bytes < HUGE_MIN) {
+    *slots = calloc(cap * w, sizeof **slots);
+    return *slots ? PV_OK : PV_ENOMEM;
   }
+  bytes = (bytes + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
+  void *p = NULL;
+  if (posix_memalign(&p, HUGE_SZ, bytes))
+    return PV_ENOMEM;
+  (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only */
+  memset(p, 0, bytes);
+  *slots = p;
   return PV_OK;
 }
 
 /* Moves every entry into a table of newcap slots. */
 static int rehash(pv_consent_set_t *s, size_t newcap) {
-  uint64_t *ns, *nu;
-  if (alloc_slots(newcap, s->w, &ns, &nu))
+  uint64_t *ns;
+  if (alloc_slots(newcap, s->w, &ns))
     return PV_ENOMEM;
   for (size_t i = 0; i < s->cap; i++) {
-    if (!is_used(s->used, i))
-      continue;
     const uint64_t *o = slot(s, i);
+    if (!is_used(o, s->w))
+      continue;
     uint64_t h = byte_keys(s) ? o[W_K] : XXH3_64bits(&o[W_K], sizeof o[W_K]);
     size_t j = slot_of(h, newcap);
-    while (is_used(nu, j))
+    while (is_used(ns + j * s->w, s->w))
       if (++j == newcap)
         j = 0;
     memcpy(ns + j * s->w, o, s->w * sizeof *o);
-    nu[j / 64] |= (uint64_t)1 << (j % 64);
   }
   free(s->slots);
-  free(s->used);
   s->slots = ns;
-  s->used = nu;
   s->cap = newcap;
   return PV_OK;
 }
@@ -322,9 +333,9 @@ int pv_consent_set_new(pv_consent_key_kind_t kind, bool is_delta,
   s->kind = kind;
   s->is_delta = is_delta;
   s->w = 3 + (is_delta ? 1 : 0) + (kind != PV_CONSENT_KEY_INT ? 1 : 0);
-  s->cap = cap_hint < 12 ? 16 : cap_hint + cap_hint / 3;
+  s->cap = cap_hint * 10 / 7 + 16; /* no growth up to the hint */
   s->max_entries = max_entries;
-  if (alloc_slots(s->cap, s->w, &s->slots, &s->used)) {
+  if (alloc_slots(s->cap, s->w, &s->slots)) {
     free(s);
     return PV_ENOMEM;
   }
@@ -342,7 +353,6 @@ void pv_consent_set_release(pv_consent_set_t *s) {
   if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
     return;
   free(s->slots);
-  free(s->used);
   free(s->arena);
   free(s);
 }
@@ -365,26 +375,27 @@ static int arena_add(pv_consent_set_t *s, const uint8_t *p, size_t len,
   return PV_OK;
 }
 
-/* Inserts k with empty masks; returns its slot or SIZE_MAX with *rc. */
+/* Inserts k with empty masks at free slot `at` (from find); returns its
+ * slot or SIZE_MAX with *rc. The caller sets a mask bit at once. */
 static size_t insert(pv_consent_set_t *s, const pv_consent_key_t *k,
-                     uint64_t h, int *rc) {
+                     uint64_t h, size_t at, int *rc) {
   if (s->n >= s->max_entries) {
     *rc = PV_ELIMIT;
     return SIZE_MAX;
   }
-  if ((s->n + 1) * 4 > s->cap * 3 && (*rc = rehash(s, (s->n + 1) * 2)))
-    return SIZE_MAX;
+  if ((s->n + 1) * 4 > s->cap * 3) {
+    if ((*rc = rehash(s, (s->n + 1) * 2)))
+      return SIZE_MAX;
+    (void)find(s, k, h, &at);
+  }
   uint64_t ref = 0;
   if (byte_keys(s) && (*rc = arena_add(s, kbytes(k), k->len, &ref)))
     return SIZE_MAX;
-  size_t at = 0;
-  (void)find(s, k, h, &at);
   uint64_t *sl = slot(s, at);
   memset(sl, 0, s->w * sizeof *sl);
   sl[W_K] = byte_keys(s) ? h : (uint64_t)k->i;
   if (byte_keys(s))
     sl[s->w - 1] = ref;
-  s->used[at / 64] |= (uint64_t)1 << (at % 64);
   s->n++;
   return at;
 }
@@ -394,16 +405,20 @@ int pv_consent_set_put(pv_consent_set_t *s, const pv_consent_key_t *key,
   if (purpose < 0 || purpose >= PV_CONSENT_MAX_PURPOSES || value < -1 ||
       value > 1 || (byte_keys(s) && key->len > PV_CONSENT_KEY_MAX))
     return PV_EINVAL;
-  uint64_t h = key_hash(s, key);
-  size_t i = find(s, key, h, NULL);
+  uint64_t h = key_hash(s, key), bit = (uint64_t)1 << purpose;
+  size_t at = 0, i = find(s, key, h, &at);
   if (i == SIZE_MAX) {
     if (value == -1 && !s->is_delta)
       return PV_OK; /* absent stays absent */
     int rc = PV_OK;
-    if ((i = insert(s, key, h, &rc)) == SIZE_MAX)
+    if ((i = insert(s, key, h, at, &rc)) == SIZE_MAX)
       return rc;
+  } else if (value == -1 && !s->is_delta) {
+    const uint64_t *o = slot(s, i);
+    if (((o[W_G] | o[W_R]) & ~bit) == 0)
+      return PV_EINVAL; /* would free a slot inside a probe chain */
   }
-  uint64_t *sl = slot(s, i), bit = (uint64_t)1 << purpose;
+  uint64_t *sl = slot(s, i);
   sl[W_G] &= ~bit;
   sl[W_R] &= ~bit;
   if (value == 1)
@@ -434,16 +449,14 @@ int pv_consent_set_clone(const pv_consent_set_t *s, pv_consent_set_t **out) {
                           .n = s->n,
                           .max_entries = s->max_entries};
   atomic_init(&c->refs, 1);
-  size_t words = s->cap * s->w, uwords = (s->cap + 63) / 64;
+  size_t words = s->cap * s->w;
   c->slots = malloc(words * sizeof *c->slots);
-  c->used = malloc(uwords * sizeof *c->used);
   c->arena = s->arena_len ? malloc(s->arena_len) : NULL;
-  if (!c->slots || !c->used || (s->arena_len && !c->arena)) {
+  if (!c->slots || (s->arena_len && !c->arena)) {
     pv_consent_set_release(c);
     return PV_ENOMEM;
   }
   memcpy(c->slots, s->slots, words * sizeof *c->slots);
-  memcpy(c->used, s->used, uwords * sizeof *c->used);
   if (s->arena_len)
     memcpy(c->arena, s->arena, s->arena_len);
   c->arena_len = c->arena_cap = s->arena_len;
@@ -460,8 +473,7 @@ size_t pv_consent_set_count(const pv_consent_set_t *s) { return s ? s->n : 0; }
 size_t pv_consent_set_bytes(const pv_consent_set_t *s) {
   if (!s)
     return 0;
-  return sizeof *s + s->cap * s->w * sizeof(uint64_t) +
-         (s->cap + 63) / 64 * sizeof(uint64_t) + s->arena_cap;
+  return sizeof *s + s->cap * s->w * sizeof(uint64_t) + s->arena_cap;
 }
 
 bool pv_consent_set_get(const pv_consent_set_t *s, const pv_consent_key_t *key,

@@ -96,8 +96,10 @@ pv_consent_set_t *pv_consent_set_ref(pv_consent_set_t *s);
 void pv_consent_set_release(pv_consent_set_t *s); /* NULL ok */
 
 /* (Writer only, before publication.) Records the value of (key, purpose):
- * granted = 1, refused = 0, absent = -1 (a deleted row). In a base set
- * absent clears the bit; in a delta it overrides the base with "absent".
+ * granted = 1, refused = 0, absent = -1 (a deleted row). In a delta absent
+ * overrides the base with "absent"; a base set records loads only: absent
+ * is a no-op for a subject it lacks, and PV_EINVAL when it would leave a
+ * subject with no purpose at all (slots are marked used by their masks).
  * Returns PV_OK, PV_EINVAL (purpose out of range), PV_ELIMIT (max_entries)
  * or PV_ENOMEM. */
 PV_WARN_UNUSED int pv_consent_set_put(pv_consent_set_t *s,
