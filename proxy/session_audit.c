@@ -563,6 +563,11 @@ void pv_sess_audit_peer(pv_session_t *s) {
 
 /* ---- the disclosure ledger ------------------------------------------------ */
 
+static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
+                         int32_t *len) {
+  return pv_datarow_field(row, j, val, len);
+}
+
 /* A subject id as text: text format as it is, binary integers in decimal,
  * other binary values in hex. */
 static void subject_text(const pv_col_action_t *c, const uint8_t *v,
@@ -594,11 +599,10 @@ static void subject_text(const pv_col_action_t *c, const uint8_t *v,
 /* Starts gathering for (plan, subject column j): the table and the gated
  * columns shown in clear with it. */
 static void ledger_begin(pv_session_t *s, struct pv_sess_audit *a,
-                         const pv_plan_t *plan, const pv_row_actions_t *ra,
-                         int32_t j) {
+                         uint64_t key, const pv_row_actions_t *ra, int32_t j) {
   ledger_end(s, a);
   ledger_t *l = &a->ledger;
-  l->plan_id = plan->id;
+  l->plan_id = key;
   l->subject_col = j;
   l->table[0] = '\0';
   l->fingerprint = 0;
@@ -632,9 +636,10 @@ static void ledger_begin(pv_session_t *s, struct pv_sess_audit *a,
   }
 }
 
-static void disclosed(pv_session_t *s, const pv_plan_t *plan,
+/* key: the plan's id, or a COPY's actions (bit 63 set). */
+static void disclosed(pv_session_t *s, uint64_t key,
                       const pv_row_actions_t *ra, const uint8_t *consent,
-                      const pv_msg_t *row) {
+                      pv_sess_field_fn get, const void *row) {
   if (!consent || !audit_on(s) || !state(s))
     return;
   struct pv_sess_audit *a = s->audit;
@@ -647,11 +652,11 @@ static void disclosed(pv_session_t *s, const pv_plan_t *plan,
       continue;
     done_j = j;
     ledger_t *l = &a->ledger;
-    if (l->plan_id != plan->id || l->subject_col != j)
-      ledger_begin(s, a, plan, ra, j);
+    if (l->plan_id != key || l->subject_col != j)
+      ledger_begin(s, a, key, ra, j);
     const uint8_t *v;
     int32_t len;
-    if (pv_datarow_field(row, (uint16_t)j, &v, &len) != PV_OK || len < 0)
+    if (get(row, (uint16_t)j, &v, &len) != PV_OK || len < 0)
       continue;
     char id[SUBJECT_MAX + 1];
     subject_text(&ra->cols[j], v, len, id, sizeof id);
@@ -765,6 +770,14 @@ int pv_sess_audit_row(pv_session_t *s, emit_t *e, const pv_plan_t *plan,
                       const pv_row_actions_t *ra, const uint8_t *consent,
                       const pv_msg_t *row) {
   if (consent)
-    disclosed(s, plan, ra, consent, row);
+    disclosed(s, plan->id, ra, consent, datarow_field, row);
   return explain_row(s, e, plan, ra);
+}
+
+void pv_sess_audit_copy_row(pv_session_t *s, const pv_row_actions_t *ra,
+                            const uint8_t *consent, pv_sess_field_fn get,
+                            const void *row) {
+  if (consent)
+    disclosed(s, (uint64_t)(uintptr_t)ra | (1ull << 63), ra, consent, get,
+              row);
 }

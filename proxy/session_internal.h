@@ -200,6 +200,13 @@ PV_WARN_UNUSED int pv_sess_audit_row(pv_session_t *s, emit_t *e,
                                      const pv_row_actions_t *ra,
                                      const uint8_t *consent,
                                      const pv_msg_t *row);
+/* Reads field j of a row (DataRow or COPY line). */
+typedef int (*pv_sess_field_fn)(const void *row, uint16_t j,
+                                const uint8_t **val, int32_t *len);
+/* A rewritten COPY row: the ledger of its consented values. */
+void pv_sess_audit_copy_row(pv_session_t *s, const pv_row_actions_t *ra,
+                            const uint8_t *consent, pv_sess_field_fn get,
+                            const void *row);
 void pv_sess_audit_peer(pv_session_t *s); /* client_addr, at accept */
 void pv_sess_audit_free(pv_session_t *s);
 

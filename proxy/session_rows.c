@@ -465,6 +465,7 @@ static int rewrite_copy(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   copy_ctx_t ctx = {&cp->opts, cp->ra, NULL, tmp, m->len, m};
   if (cp->ra->ngated)
     ctx.consent = row_consent(s, cp->ra, copy_field, &ctx);
+  pv_sess_audit_copy_row(s, cp->ra, ctx.consent, copy_field, &ctx);
   int rc = pv_sess_emit_rewritten(e, m, 2 * rawlen + 256, copy_fn, &ctx);
   pv_metrics_row(s->w->metrics, cp->ra, ctx.consent, 0, 0);
   if (tmp != stack)

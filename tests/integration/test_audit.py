@@ -247,14 +247,20 @@ def test_ledger_lists_consented_disclosures(env):
                             "WHERE id = %s", (SUBJECT,)).fetchone()[1]
         assert got == email, "consent not applied within 10 s"
         c.execute("SELECT id, email FROM customers WHERE id BETWEEN 10 AND 30")
+        with c.cursor() as cur:
+            with cur.copy("COPY (SELECT id, phone FROM customers WHERE id = %d) "
+                          "TO STDOUT" % SUBJECT) as cp:
+                copied = b"".join(bytes(b) for b in cp)
+        assert copied.startswith(b"%d\t" % SUBJECT)
 
     def mine(es):
         return [e for e in es if e["event"] == "ledger"
                 and e["application_name"] == "audit-ledger"]
-    led = mine(env.entries(want=lambda es: len(mine(es)) >= 2))
+    led = mine(env.entries(want=lambda es: len(mine(es)) >= 3))
     assert led, "no ledger entry"
-    assert all(str(SUBJECT) in e["subjects"] for e in led[-2:])
-    wide = led[-1]
+    assert all(str(SUBJECT) in e["subjects"] for e in led[-3:])
+    assert led[-1]["columns"] == ["phone"] and led[-1]["subjects"] == [str(SUBJECT)]
+    wide = led[-2]
     assert wide["table"] == "public.customers" and wide["columns"] == ["email"]
     # only subjects who consented: 10..30 with g % 10 < 7, plus SUBJECT
     expect = sorted([str(g) for g in range(10, 31) if g % 10 < 7] + [str(SUBJECT)],
@@ -266,10 +272,10 @@ def test_ledger_lists_consented_disclosures(env):
     out = ledger(env, SUBJECT)
     assert out.returncode == 0, out.stderr
     lines = [l for l in out.stdout.splitlines() if "audit-ledger" in l]
-    assert len(lines) >= 2, out.stdout
+    assert len(lines) >= 3, out.stdout
     for l in lines:
         assert "crm_app" in l and "marketing" in l and "127.0.0.1:" in l
-        assert "public.customers: email" in l
+        assert "public.customers: " in l
     # unreadable file: exit 1
     bad = subprocess.run([pgveil_bin(), "ledger", "--audit-log",
                           os.path.join(env.tmp, "missing.log"), "--subject", "1"],
@@ -302,3 +308,24 @@ def test_explain_notice_names_columns(env):
         c.add_notice_handler(lambda d: notices.append(d.message_primary))
         c.execute("SELECT id, ssn FROM customers WHERE id <= 3")
     assert notices == []
+
+
+def test_prepared_statements_and_hostile_names(env):
+    import psycopg
+    app = 'evil"}\t{"event":"ledger","subjects":["19"]}\\'
+    with env.connect("crm_app", "marketing", app=app) as c:
+        for i in (1, 2, 3):
+            c.execute("SELECT id, ssn FROM customers WHERE id <= %s", (i,),
+                      prepare=True)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT id FROM customers WHERE notes = %s", ("x",))
+
+    def mine(es):
+        return [e for e in es if e.get("application_name") == app]
+    got = mine(env.entries(want=lambda es: len(mine(es)) >= 4))
+    stmts = [e for e in got if e["event"] == "statement"]
+    assert [e["rows"] for e in stmts] == [1, 2, 3]
+    assert len({e["fingerprint"] for e in stmts}) == 1
+    refused = [e for e in got if e["event"] == "refused"]
+    assert len(refused) == 1 and "notes" in refused[0]["reason"]
+    assert not [e for e in got if e["event"] == "ledger"]
