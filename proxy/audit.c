@@ -49,15 +49,13 @@ static void sb_json(sb_t *b, const char *s) {
   }
   sb_raw(b, "\"", 1);
   size_t room = b->len < b->cap ? b->cap - b->len : 0;
-  size_t n = pv_audit_json_escape(s, strlen(s), room ? b->p + b->len : NULL,
-                                  room);
+  size_t n =
+      pv_audit_json_escape(s, strlen(s), room ? b->p + b->len : NULL, room);
   b->len += n;
   sb_raw(b, "\"", 1);
 }
 
-static void sb_key(sb_t *b, const char *key) {
-  sb_fmt(b, ",\"%s\":", key);
-}
+static void sb_key(sb_t *b, const char *key) { sb_fmt(b, ",\"%s\":", key); }
 
 /* ---- JSON escaping ----------------------------------------------------- */
 
@@ -134,8 +132,8 @@ static void sb_qualified(sb_t *b, const char *schema, const char *table) {
 /* True when touched[i]'s table already appeared before i. */
 static bool seen_table(const pv_guard_touch_t *t, size_t i) {
   for (size_t j = 0; j < i; j++)
-    if (strcmp(t[j].schema ? t[j].schema : "", t[i].schema ? t[i].schema : "") ==
-            0 &&
+    if (strcmp(t[j].schema ? t[j].schema : "",
+               t[i].schema ? t[i].schema : "") == 0 &&
         strcmp(t[j].table ? t[j].table : "", t[i].table ? t[i].table : "") == 0)
       return true;
   return false;
@@ -193,9 +191,12 @@ int pv_audit_format_touched(const pv_guard_touch_t *t, size_t n, char *out,
 
 static const char *event_name(pv_audit_event_t e) {
   switch (e) {
-  case PV_AUDIT_STATEMENT: return "statement";
-  case PV_AUDIT_REFUSED: return "refused";
-  case PV_AUDIT_LEDGER: return "ledger";
+  case PV_AUDIT_STATEMENT:
+    return "statement";
+  case PV_AUDIT_REFUSED:
+    return "refused";
+  case PV_AUDIT_LEDGER:
+    return "ledger";
   }
   return "statement";
 }
@@ -270,13 +271,14 @@ int pv_audit_format_entry(const pv_audit_entry_t *e, char *out, size_t cap) {
   return (int)b.len;
 }
 
-/* ---- fingerprint ---------------------------------------------------------- */
+/* ---- fingerprint ----------------------------------------------------------
+ */
 
 typedef struct {
   XXH3_state_t st;
   char buf[256];
   size_t n;
-  bool space; /* a separator is due before the next token */
+  bool space;         /* a separator is due before the next token */
   unsigned char last; /* last byte hashed */
 } fp_t;
 
@@ -285,10 +287,10 @@ static bool ident_char(unsigned char c);
 /* Whitespace counts only where it separates two words ("id = 1" and
  * "id=1" are the same statement). */
 static void fp_put(fp_t *f, const char *s, size_t n) {
-  bool word = n && (ident_char((unsigned char)s[0]) || s[0] == '?' ||
-                    s[0] == '"');
-  if (f->space && word && (ident_char(f->last) || f->last == '?' ||
-                           f->last == '"')) {
+  bool word =
+      n && (ident_char((unsigned char)s[0]) || s[0] == '?' || s[0] == '"');
+  if (f->space && word &&
+      (ident_char(f->last) || f->last == '?' || f->last == '"')) {
     f->space = false;
     fp_put(f, " ", 1);
   }
@@ -394,10 +396,10 @@ uint64_t pv_audit_fingerprint(const char *s, size_t len) {
     } else if (c == '$' || isdigit(c) ||
                (c == '.' && i + 1 < len && isdigit((unsigned char)s[i + 1]))) {
       i++; /* $n, 42, 4.2e-1, 0x1F: one placeholder */
-      while (i < len && (isalnum((unsigned char)s[i]) || s[i] == '.' ||
-                         s[i] == '_' ||
-                         ((s[i] == '+' || s[i] == '-') &&
-                          (s[i - 1] == 'e' || s[i - 1] == 'E'))))
+      while (i < len &&
+             (isalnum((unsigned char)s[i]) || s[i] == '.' || s[i] == '_' ||
+              ((s[i] == '+' || s[i] == '-') &&
+               (s[i - 1] == 'e' || s[i - 1] == 'E'))))
         i++;
       fp_put(&f, "?", 1);
     } else if (ident_char(c)) {
@@ -421,18 +423,25 @@ uint64_t pv_audit_fingerprint(const char *s, size_t len) {
   return h ? h : 1; /* 0 means "none" in entries */
 }
 
-/* ---- explanation ------------------------------------------------------------ */
+/* ---- explanation ------------------------------------------------------------
+ */
 
 static const char *verb(const pv_action_t *a) {
   switch (a->kind) {
-  case PV_ACT_CLEAR: return "shown";
-  case PV_ACT_WITHHOLD: return "withheld";
-  case PV_ACT_REDACT: return "redacted";
+  case PV_ACT_CLEAR:
+    return "shown";
+  case PV_ACT_WITHHOLD:
+    return "withheld";
+  case PV_ACT_REDACT:
+    return "redacted";
   case PV_ACT_HASH:
-  case PV_ACT_HASH_HEX: return "hashed";
+  case PV_ACT_HASH_HEX:
+    return "hashed";
   case PV_ACT_MASK:
-  case PV_ACT_MASK_EMAIL: return "masked";
-  case PV_ACT_GENERALIZE: return "generalized";
+  case PV_ACT_MASK_EMAIL:
+    return "masked";
+  case PV_ACT_GENERALIZE:
+    return "generalized";
   }
   return "rewritten";
 }

@@ -15,9 +15,9 @@
 #include "pgveil/audit.h"
 #include "pgveil/log.h"
 
-#define POLL_MS 20       /* how often the writer looks at the queues */
-#define FSYNC_MS 1000    /* at most this long between write and fsync */
-#define OUTBUF 65536     /* bytes gathered before one write(2) */
+#define POLL_MS 20    /* how often the writer looks at the queues */
+#define FSYNC_MS 1000 /* at most this long between write and fsync */
+#define OUTBUF 65536  /* bytes gathered before one write(2) */
 #define DROP_WARN_EVERY 1000
 
 /* Single producer (one worker), single consumer (the writer). Records are

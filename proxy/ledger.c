@@ -64,11 +64,21 @@ static bool str(rd_t *r, char *out, size_t cap) {
       c = *r->p;
       unsigned cp = 0;
       switch (c) {
-      case 'n': c = '\n'; break;
-      case 't': c = '\t'; break;
-      case 'r': c = '\r'; break;
-      case 'b': c = '\b'; break;
-      case 'f': c = '\f'; break;
+      case 'n':
+        c = '\n';
+        break;
+      case 't':
+        c = '\t';
+        break;
+      case 'r':
+        c = '\r';
+        break;
+      case 'b':
+        c = '\b';
+        break;
+      case 'f':
+        c = '\f';
+        break;
       case 'u':
         if (r->end - r->p < 5 || sscanf(r->p + 1, "%4x", &cp) != 1)
           return false;
@@ -76,7 +86,8 @@ static bool str(rd_t *r, char *out, size_t cap) {
         if (out)
           put_utf8(out, cap, &n, cp);
         continue;
-      default: break; /* " \ / as themselves */
+      default:
+        break; /* " \ / as themselves */
       }
     }
     if (out && n + 1 < cap)
@@ -156,8 +167,8 @@ static bool str_list(rd_t *r, char *out, size_t cap, const char *want,
     if (want && strcmp(v, want) == 0)
       *match = true;
     if (out) {
-      int k = snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? ", " : "",
-                       v);
+      int k =
+          snprintf(out + n, n < cap ? cap - n : 0, "%s%s", n ? ", " : "", v);
       n += k > 0 ? (size_t)k : 0;
       if (n >= cap)
         n = cap - 1;
@@ -224,12 +235,12 @@ typedef struct {
       columns[2 * FIELD_MAX + 2];
 } row_t;
 
-static const char *HEAD[6] = {"time", "role", "application_name",
+static const char *HEAD[6] = {"time",   "role",    "application_name",
                               "client", "purpose", "columns"};
 
 static const char *cell(const row_t *r, int i) {
-  const char *v[6] = {r->time, r->role, r->app, r->client, r->purpose,
-                      r->columns};
+  const char *v[6] = {r->time,   r->role,    r->app,
+                      r->client, r->purpose, r->columns};
   return v[i][0] ? v[i] : "-";
 }
 
@@ -326,8 +337,8 @@ int pv_ledger_main(int argc, char **argv) {
       fputs(USAGE, stdout);
       return 0;
     } else {
-      fprintf(stderr, "pgveil ledger: unexpected argument \"%s\"\n%s",
-              argv[i], USAGE);
+      fprintf(stderr, "pgveil ledger: unexpected argument \"%s\"\n%s", argv[i],
+              USAGE);
       return 2;
     }
   }

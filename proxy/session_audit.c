@@ -72,9 +72,9 @@ struct pv_sess_audit {
   map_t stmts, portals;
   ledger_t ledger;
   /* explanations */
-  bool explained;       /* this result set got its notice */
-  char *pending;        /* built at RowDescription, for a result set */
-  uint64_t cache_plan;  /* plan id, purpose and generation of `cached` */
+  bool explained;      /* this result set got its notice */
+  char *pending;       /* built at RowDescription, for a result set */
+  uint64_t cache_plan; /* plan id, purpose and generation of `cached` */
   int cache_purpose;
   uint64_t cache_gen;
   char *cached;
@@ -286,9 +286,8 @@ static tmpl_t *tmpl_new(const pv_guard_stmt_t *st, const char *sql,
   if (!t)
     return NULL;
   t->refs = 1;
-  size_t from = st->location > 0 && (size_t)st->location < len
-                    ? (size_t)st->location
-                    : 0;
+  size_t from =
+      st->location > 0 && (size_t)st->location < len ? (size_t)st->location : 0;
   size_t n = st->length > 0 && from + (size_t)st->length <= len
                  ? (size_t)st->length
                  : len - from;
@@ -561,7 +560,8 @@ void pv_sess_audit_peer(pv_session_t *s) {
   }
 }
 
-/* ---- the disclosure ledger ------------------------------------------------ */
+/* ---- the disclosure ledger ------------------------------------------------
+ */
 
 static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
                          int32_t *len) {
@@ -598,8 +598,8 @@ static void subject_text(const pv_col_action_t *c, const uint8_t *v,
 
 /* Starts gathering for (plan, subject column j): the table and the gated
  * columns shown in clear with it. */
-static void ledger_begin(pv_session_t *s, struct pv_sess_audit *a,
-                         uint64_t key, const pv_row_actions_t *ra, int32_t j) {
+static void ledger_begin(pv_session_t *s, struct pv_sess_audit *a, uint64_t key,
+                         const pv_row_actions_t *ra, int32_t j) {
   ledger_end(s, a);
   ledger_t *l = &a->ledger;
   l->plan_id = key;
@@ -625,8 +625,8 @@ static void ledger_begin(pv_session_t *s, struct pv_sess_audit *a,
     if (!dot)
       continue;
     if (!l->table[0])
-      snprintf(l->table, sizeof l->table, "%.*s",
-               (int)(dot - c->column_id), c->column_id);
+      snprintf(l->table, sizeof l->table, "%.*s", (int)(dot - c->column_id),
+               c->column_id);
     bool dup = false;
     for (size_t k = 0; k < l->ncols; k++)
       dup |= strcmp(l->cols[k], dot + 1) == 0;
@@ -637,9 +637,9 @@ static void ledger_begin(pv_session_t *s, struct pv_sess_audit *a,
 }
 
 /* key: the plan's id, or a COPY's actions (bit 63 set). */
-static void disclosed(pv_session_t *s, uint64_t key,
-                      const pv_row_actions_t *ra, const uint8_t *consent,
-                      pv_sess_field_fn get, const void *row) {
+static void disclosed(pv_session_t *s, uint64_t key, const pv_row_actions_t *ra,
+                      const uint8_t *consent, pv_sess_field_fn get,
+                      const void *row) {
   if (!consent || !audit_on(s) || !state(s))
     return;
   struct pv_sess_audit *a = s->audit;
@@ -671,7 +671,8 @@ static void disclosed(pv_session_t *s, uint64_t key,
   }
 }
 
-/* ---- explanations --------------------------------------------------------- */
+/* ---- explanations ---------------------------------------------------------
+ */
 
 static int emit_notice(emit_t *e, const char *text) {
   size_t cap = strlen(text) + 64;
@@ -713,8 +714,7 @@ static int explain_rowdesc(pv_session_t *s, const pv_msg_t *m,
   pv_row_actions_t *ra = NULL;
   if (pv_plan_actions_build(cols, n, pv_policy_db_catalog(s->db),
                             pv_policy_db_reldir(s->db), s->purpose,
-                            pv_policy_key(s->policy, s->purpose),
-                            &ra) != PV_OK)
+                            pv_policy_key(s->policy, s->purpose), &ra) != PV_OK)
     return PV_ENOMEM;
   free(a->pending);
   a->pending = ra->nacted ? explain_text(s, ra, names) : NULL;
@@ -778,6 +778,5 @@ void pv_sess_audit_copy_row(pv_session_t *s, const pv_row_actions_t *ra,
                             const uint8_t *consent, pv_sess_field_fn get,
                             const void *row) {
   if (consent)
-    disclosed(s, (uint64_t)(uintptr_t)ra | (1ull << 63), ra, consent, get,
-              row);
+    disclosed(s, (uint64_t)(uintptr_t)ra | (1ull << 63), ra, consent, get, row);
 }

@@ -25,7 +25,7 @@ static void test_escape(void) {
   CHECK_STR(esc("\xff\xfe", 2), "\\u00ff\\u00fe");
   CHECK_STR(esc("\xc3(", 2), "\\u00c3(");
   CHECK_STR(esc("\xed\xa0\x80", 3), "\\u00ed\\u00a0\\u0080"); /* surrogate */
-  CHECK_STR(esc("\xc0\xaf", 2), "\\u00c0\\u00af");             /* overlong */
+  CHECK_STR(esc("\xc0\xaf", 2), "\\u00c0\\u00af");            /* overlong */
   CHECK_STR(esc("\xe2\x80\xa8", 3), "\xe2\x80\xa8");
   /* "}\n{" injection stays inside one string on one line */
   const char *evil = "x\"}\n{\"event\":\"refused\"";
@@ -38,10 +38,10 @@ static void test_escape(void) {
   CHECK_EQ(strlen(small), 4);
 }
 
-static pv_guard_touch_t touch(const char *col, pv_action_kind_t k,
-                              bool consent, pv_action_kind_t other) {
-  pv_guard_touch_t t = {.schema = "public", .table = "customers",
-                        .column = col};
+static pv_guard_touch_t touch(const char *col, pv_action_kind_t k, bool consent,
+                              pv_action_kind_t other) {
+  pv_guard_touch_t t = {
+      .schema = "public", .table = "customers", .column = col};
   t.action.kind = k;
   t.consent_required = consent;
   t.otherwise.kind = other;
@@ -104,15 +104,22 @@ static void test_entry(void) {
   e.reason = "pgveil: column \"ssn\" may not be used in WHERE";
   CHECK(pv_audit_format_entry(&e, line, sizeof line) > 0);
   CHECK(strstr(line, "\"event\":\"refused\"") != NULL);
-  CHECK(strstr(line, "\"reason\":\"pgveil: column \\\"ssn\\\" may not") != NULL);
+  CHECK(strstr(line, "\"reason\":\"pgveil: column \\\"ssn\\\" may not") !=
+        NULL);
   CHECK(strstr(line, "\"rows\"") == NULL);
   /* ledger: subjects and columns, hostile subject escaped */
   const char *cols[] = {"email", "phone"};
   const char *subj[] = {"17", "a\"\n"};
-  pv_audit_entry_t l = {.event = PV_AUDIT_LEDGER, .time_ms = 0, .session = 1,
-                        .role = "crm_app", .purpose = "marketing",
-                        .table = "public.customers", .columns = cols,
-                        .ncolumns = 2, .subjects = subj, .nsubjects = 2,
+  pv_audit_entry_t l = {.event = PV_AUDIT_LEDGER,
+                        .time_ms = 0,
+                        .session = 1,
+                        .role = "crm_app",
+                        .purpose = "marketing",
+                        .table = "public.customers",
+                        .columns = cols,
+                        .ncolumns = 2,
+                        .subjects = subj,
+                        .nsubjects = 2,
                         .part = 1};
   CHECK(pv_audit_format_entry(&l, line, sizeof line) > 0);
   CHECK(strstr(line, "\"columns\":[\"email\",\"phone\"],\"subjects\":[\"17\","
@@ -180,9 +187,9 @@ static void test_writer(void) {
   snprintf(moved, sizeof moved, "%s/audit.log.1", dir);
   pv_audit_t *a = NULL;
   char err[256];
-  CHECK_EQ(pv_audit_start(path, 2, 4 + PV_AUDIT_LINE_MAX + 64, &a, err,
-                          sizeof err),
-           PV_OK);
+  CHECK_EQ(
+      pv_audit_start(path, 2, 4 + PV_AUDIT_LINE_MAX + 64, &a, err, sizeof err),
+      PV_OK);
   if (!a)
     return;
   CHECK_EQ(pv_audit_submit(a, 0, "{\"n\":1}\n", 8), PV_OK);
@@ -210,9 +217,9 @@ static void test_writer(void) {
   unlink(moved);
   rmdir(dir);
   /* an unwritable path is an error with a message */
-  CHECK_EQ(pv_audit_start("/nonexistent-dir/x.log", 1, 1 << 20, &a, err,
-                          sizeof err),
-           PV_EIO);
+  CHECK_EQ(
+      pv_audit_start("/nonexistent-dir/x.log", 1, 1 << 20, &a, err, sizeof err),
+      PV_EIO);
   CHECK(strstr(err, "/nonexistent-dir/x.log") != NULL);
 }
 
