@@ -446,7 +446,6 @@ def test_readyz_503_when_consent_stale(crm):
         assert m["pgveil_consent_stale"] == 1
         assert m["pgveil_consent_age_seconds"] >= 1
         assert m["pgveil_consent_connected"] == 0
-        assert m["pgveil_consent_stale_events_total"] >= 1
         assert http_get(aport, "/healthz")[0] == 200   # alive, just not ready
         # The source comes back: ready again.
         relay2 = TcpRelay(crm.pg.host, crm.pg.port, port=relay.port).start()
