@@ -119,6 +119,7 @@ def test_consent_store(pg):
     p = subprocess.run([binary], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        env=clean_env({"PGVEIL_TEST_DSN": dsn(pg, db)}), timeout=120)
     out = p.stdout.decode(errors="replace")
+    print(out)  # timings, shown with pytest -s
     assert p.returncode == 0, out
     assert "test_consent_store:" in out and " 0 failed" in out, out
     assert "skipped" not in out, out
