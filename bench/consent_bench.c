@@ -11,25 +11,24 @@
 #include "pgveil/log.h"
 #include "pgveil/policy.h"
 
-static const char *RULES =
-    "version: 1\n"
-    "purposes:\n"
-    "  marketing: { roles: [app], consent: opt_in }\n"
-    "  support: { roles: [app], consent: opt_out }\n"
-    "  analytics: { roles: [app], consent: opt_in }\n"
-    "  profiling: { roles: [app], consent: opt_out }\n"
-    "consent:\n"
-    "  table: bench.consent\n"
-    "  subject_column: subject_id\n"
-    "  purpose_column: purpose\n"
-    "  granted_column: granted\n"
-    "  max_staleness: 60s\n"
-    "  resync_interval: 1h\n"
-    "tables:\n"
-    "  bench.people:\n"
-    "    subject: id\n"
-    "    columns:\n"
-    "      email: { default: withhold }\n";
+static const char *RULES = "version: 1\n"
+                           "purposes:\n"
+                           "  marketing: { roles: [app], consent: opt_in }\n"
+                           "  support: { roles: [app], consent: opt_out }\n"
+                           "  analytics: { roles: [app], consent: opt_in }\n"
+                           "  profiling: { roles: [app], consent: opt_out }\n"
+                           "consent:\n"
+                           "  table: bench.consent\n"
+                           "  subject_column: subject_id\n"
+                           "  purpose_column: purpose\n"
+                           "  granted_column: granted\n"
+                           "  max_staleness: 60s\n"
+                           "  resync_interval: 1h\n"
+                           "tables:\n"
+                           "  bench.people:\n"
+                           "    subject: id\n"
+                           "    columns:\n"
+                           "      email: { default: withhold }\n";
 
 static long rss_kib(void) {
   FILE *f = fopen("/proc/self/status", "r");
@@ -103,10 +102,9 @@ int main(void) {
     for (int b = 0; b < 8; b++)
       be[b] = (uint8_t)(sub >> (56 - 8 * b));
     int purpose = i & 3;
-    hits += pv_consent_allowed(snap, purpose,
-                               purpose & 1 ? PV_CONSENT_OPT_OUT
-                                           : PV_CONSENT_OPT_IN,
-                               20, 1, be, 8);
+    hits += pv_consent_allowed(
+        snap, purpose, purpose & 1 ? PV_CONSENT_OPT_OUT : PV_CONSENT_OPT_IN, 20,
+        1, be, 8);
   }
   double lookup_ns = (mono_s() - l0) / N * 1e9;
   pv_consent_release(snap);

@@ -146,7 +146,10 @@ static uint64_t be_u64(const uint8_t *p, size_t n) {
 /* A binary int2/int4/int8 value, sign-extended. */
 static bool binary_int(uint32_t oid, const uint8_t *val, size_t len,
                        int64_t *out) {
-  size_t want = oid == OID_INT2 ? 2 : oid == OID_INT4 ? 4 : oid == OID_INT8 ? 8 : 0;
+  size_t want = oid == OID_INT2   ? 2
+                : oid == OID_INT4 ? 4
+                : oid == OID_INT8 ? 8
+                                  : 0;
   if (!want || len != want)
     return false;
   uint64_t v = be_u64(val, len);
@@ -377,8 +380,8 @@ static int arena_add(pv_consent_set_t *s, const uint8_t *p, size_t len,
 
 /* Inserts k with empty masks at free slot `at` (from find); returns its
  * slot or SIZE_MAX with *rc. The caller sets a mask bit at once. */
-static size_t insert(pv_consent_set_t *s, const pv_consent_key_t *k,
-                     uint64_t h, size_t at, int *rc) {
+static size_t insert(pv_consent_set_t *s, const pv_consent_key_t *k, uint64_t h,
+                     size_t at, int *rc) {
   if (s->n >= s->max_entries) {
     *rc = PV_ELIMIT;
     return SIZE_MAX;
@@ -527,8 +530,8 @@ int pv_consent_snap_new(pv_consent_set_t *base, pv_consent_set_t *delta,
                         pv_consent_clock_t *clock, uint64_t purposes_hash,
                         pv_consent_snap_t **out) {
   *out = NULL;
-  if (!base || !clock || (delta && (!delta->is_delta ||
-                                    delta->kind != base->kind)))
+  if (!base || !clock ||
+      (delta && (!delta->is_delta || delta->kind != base->kind)))
     return PV_EINVAL;
   pv_consent_snap_t *s = calloc(1, sizeof *s);
   if (!s)
@@ -606,8 +609,7 @@ size_t pv_consent_snap_delta(const pv_consent_snap_t *s) {
 }
 
 size_t pv_consent_snap_bytes(const pv_consent_snap_t *s) {
-  return s ? pv_consent_set_bytes(s->base) + pv_consent_set_bytes(s->delta)
-           : 0;
+  return s ? pv_consent_set_bytes(s->base) + pv_consent_set_bytes(s->delta) : 0;
 }
 
 /* ---- Holder ------------------------------------------------------------- */

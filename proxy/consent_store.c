@@ -90,8 +90,8 @@ struct pv_consent_store {
   uint64_t next_resync_ms;
 
   /* counters for stats (relaxed atomics) */
-  _Atomic uint64_t confirmed_ms, loads, load_ms, load_rows, notifies, forced, reconnects,
-      stale_events;
+  _Atomic uint64_t confirmed_ms, loads, load_ms, load_rows, notifies, forced,
+      reconnects, stale_events;
   atomic_bool configured, connected;
 };
 
@@ -196,8 +196,7 @@ static bool pq_ok(PGconn *pg, PGresult *r, char *err, size_t errcap) {
   ExecStatusType s = PQresultStatus(r);
   if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK || s == PGRES_COPY_OUT)
     return true;
-  snprintf(err, errcap, "%s",
-           r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
+  snprintf(err, errcap, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(pg));
   trim_nl(err);
   return false;
 }
@@ -215,17 +214,16 @@ static bool qualified(PGconn *pg, const ccfg_t *c, char *out, size_t cap) {
 /* The key kind of the subject column; PV_ENOENT when the table or column
  * is missing. */
 static int subject_kind(PGconn *pg, const ccfg_t *c,
-                        pv_consent_key_kind_t *kind, char *err,
-                        size_t errcap) {
+                        pv_consent_key_kind_t *kind, char *err, size_t errcap) {
   const char *params[3] = {c->schema, c->table, c->scol};
-  PGresult *r = PQexecParams(
-      pg,
-      "SELECT a.atttypid::int8 FROM pg_catalog.pg_attribute a"
-      " JOIN pg_catalog.pg_class k ON k.oid = a.attrelid"
-      " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
-      " WHERE n.nspname = $1 AND k.relname = $2 AND a.attname = $3"
-      " AND NOT a.attisdropped",
-      3, NULL, params, NULL, NULL, 0);
+  PGresult *r =
+      PQexecParams(pg,
+                   "SELECT a.atttypid::int8 FROM pg_catalog.pg_attribute a"
+                   " JOIN pg_catalog.pg_class k ON k.oid = a.attrelid"
+                   " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
+                   " WHERE n.nspname = $1 AND k.relname = $2 AND a.attname = $3"
+                   " AND NOT a.attisdropped",
+                   3, NULL, params, NULL, NULL, 0);
   int rc = PV_OK;
   if (!pq_ok(pg, r, err, errcap))
     rc = PV_EIO;
@@ -234,7 +232,8 @@ static int subject_kind(PGconn *pg, const ccfg_t *c,
              c->table, c->scol);
     rc = PV_ENOENT;
   } else {
-    *kind = pv_consent_key_kind((uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10));
+    *kind =
+        pv_consent_key_kind((uint32_t)strtoul(PQgetvalue(r, 0, 0), NULL, 10));
   }
   PQclear(r);
   return rc;
@@ -254,19 +253,32 @@ static bool copy_unescape(const char *src, size_t n, char *out, size_t cap,
         return false;
       ch = src[i];
       switch (ch) {
-      case 'b': ch = '\b'; break;
-      case 'f': ch = '\f'; break;
-      case 'n': ch = '\n'; break;
-      case 'r': ch = '\r'; break;
-      case 't': ch = '\t'; break;
-      case 'v': ch = '\v'; break;
+      case 'b':
+        ch = '\b';
+        break;
+      case 'f':
+        ch = '\f';
+        break;
+      case 'n':
+        ch = '\n';
+        break;
+      case 'r':
+        ch = '\r';
+        break;
+      case 't':
+        ch = '\t';
+        break;
+      case 'v':
+        ch = '\v';
+        break;
       case 'x': {
         int v = 0, d = 0;
         while (d < 2 && i + 1 < n) {
           char h = src[i + 1];
           int x = h >= '0' && h <= '9' ? h - '0'
-                  : (h | 0x20) >= 'a' && (h | 0x20) <= 'f' ? (h | 0x20) - 'a' + 10
-                                                             : -1;
+                  : (h | 0x20) >= 'a' && (h | 0x20) <= 'f'
+                      ? (h | 0x20) - 'a' + 10
+                      : -1;
           if (x < 0)
             break;
           v = v * 16 + x;
@@ -281,8 +293,8 @@ static bool copy_unescape(const char *src, size_t n, char *out, size_t cap,
       default:
         if (ch >= '0' && ch <= '7') {
           int v = ch - '0';
-          for (int d = 1; d < 3 && i + 1 < n && src[i + 1] >= '0' &&
-                          src[i + 1] <= '7';
+          for (int d = 1;
+               d < 3 && i + 1 < n && src[i + 1] >= '0' && src[i + 1] <= '7';
                d++)
             v = v * 8 + (src[++i] - '0');
           ch = (char)v;
@@ -340,7 +352,8 @@ static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
   if (len && row[len - 1] == '\n')
     len--;
   const char *t1 = memchr(row, '\t', len);
-  const char *t2 = t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - row)) : NULL;
+  const char *t2 =
+      t1 ? memchr(t1 + 1, '\t', len - (size_t)(t1 + 1 - row)) : NULL;
   if (!t2)
     return PV_EPROTO;
   const char *g = t2 + 1;
@@ -423,7 +436,8 @@ static void load_work(uv_work_t *req) {
   pv_consent_store_t *st = j->st;
   uint64_t t0 = now_ms();
   j->rc = PV_EIO;
-  PGconn *pg = connect_pg(st->cfg, "pgveil-consent-load", j->err, sizeof j->err);
+  PGconn *pg =
+      connect_pg(st->cfg, "pgveil-consent-load", j->err, sizeof j->err);
   if (!pg)
     return;
   char rel[2 * IDENT_MAX + 8], sql[1024];
@@ -436,14 +450,14 @@ static void load_work(uv_work_t *req) {
    * integer, uuid and text subjects, and the casts cost ~20% of the
    * server's time on a 40M-row load. */
   if (built)
-    snprintf(sql, sizeof sql,
-             "COPY (SELECT %s, %s, %s FROM %s) TO STDOUT", s, p, g, rel);
+    snprintf(sql, sizeof sql, "COPY (SELECT %s, %s, %s FROM %s) TO STDOUT", s,
+             p, g, rel);
   PQfreemem(s);
   PQfreemem(p);
   PQfreemem(g);
-  size_t hint = built ? row_estimate(pg, &j->cc,
-                                     pv_policy_rules(j->policy)->npurposes)
-                      : 0;
+  size_t hint =
+      built ? row_estimate(pg, &j->cc, pv_policy_rules(j->policy)->npurposes)
+            : 0;
   if (!built) {
     snprintf(j->err, sizeof j->err, "out of memory");
   } else if ((j->rc = pv_consent_set_new(j->kind, false, hint,
@@ -573,8 +587,7 @@ static bool apply_payload(pv_consent_store_t *st, const char *pl) {
     pp++;
   bool seq_ok = pp > pl + 4 && pp < pl + n && *pp == '|';
   pp++;
-  const char *bar =
-      seq_ok ? memchr(pp, '|', (size_t)(pl + n - pp)) : NULL;
+  const char *bar = seq_ok ? memchr(pp, '|', (size_t)(pl + n - pp)) : NULL;
   int value = -2;
   if (n > 4 && pl[0] == '1' && pl[3] == '|') {
     if (pl[1] == 'S' && pl[2] == 't')
@@ -802,8 +815,8 @@ static void after_load(uv_work_t *req, int status) {
 
 static void start_load(pv_consent_store_t *st) {
   load_job_t *j = calloc(1, sizeof *j);
-  if (!j || pv_consent_set_new(st->kind, true, 0, st->lim.max_subjects,
-                               &st->since)) {
+  if (!j ||
+      pv_consent_set_new(st->kind, true, 0, st->lim.max_subjects, &st->since)) {
     free(j);
     st->since = NULL;
     return;
@@ -960,8 +973,8 @@ int pv_consent_store_start(const pv_config_t *cfg, pv_policy_holder_t *holder,
   st->backoff_ms = st->lim.backoff_min_ms;
   st->was_stale = true;
   st->kind = PV_CONSENT_KEY_TEXT;
-  if (pv_consent_holder_init(&st->holder) ||
-      pv_consent_clock_new(&st->clock) || uv_loop_init(&st->loop)) {
+  if (pv_consent_holder_init(&st->holder) || pv_consent_clock_new(&st->clock) ||
+      uv_loop_init(&st->loop)) {
     snprintf(err, errcap, "out of memory");
     store_free(st);
     return PV_ENOMEM;

@@ -88,9 +88,8 @@ typedef struct pv_consent_set pv_consent_set_t;
 /* A base set (loaded from the table) or a delta (is_delta: entries
  * override only the purposes they touched). max_entries bounds subjects.
  * Returns PV_OK or PV_ENOMEM. */
-PV_WARN_UNUSED int pv_consent_set_new(pv_consent_key_kind_t kind,
-                                      bool is_delta, size_t cap_hint,
-                                      size_t max_entries,
+PV_WARN_UNUSED int pv_consent_set_new(pv_consent_key_kind_t kind, bool is_delta,
+                                      size_t cap_hint, size_t max_entries,
                                       pv_consent_set_t **out);
 pv_consent_set_t *pv_consent_set_ref(pv_consent_set_t *s);
 void pv_consent_set_release(pv_consent_set_t *s); /* NULL ok */
@@ -202,34 +201,34 @@ typedef struct pv_consent_store pv_consent_store_t;
 
 /* Tunables; pv_consent_store_limits_default() gives the values shown. */
 typedef struct {
-  uint64_t backoff_min_ms;  /* reconnect backoff start: 100 */
-  uint64_t backoff_max_ms;  /* reconnect backoff cap: 5000 */
-  uint64_t config_poll_ms;  /* policy generation poll: 1000 */
-  uint64_t start_wait_ms;   /* pv_consent_store_start waits for the first
-                               load this long: 30000 */
-  size_t max_subjects;      /* subjects in a set: 200000000 */
-  size_t delta_merge;       /* delta subjects that trigger a resync:
-                               max(65536, base/16) when 0 */
+  uint64_t backoff_min_ms; /* reconnect backoff start: 100 */
+  uint64_t backoff_max_ms; /* reconnect backoff cap: 5000 */
+  uint64_t config_poll_ms; /* policy generation poll: 1000 */
+  uint64_t start_wait_ms;  /* pv_consent_store_start waits for the first
+                              load this long: 30000 */
+  size_t max_subjects;     /* subjects in a set: 200000000 */
+  size_t delta_merge;      /* delta subjects that trigger a resync:
+                              max(65536, base/16) when 0 */
 } pv_consent_store_limits_t;
 
 pv_consent_store_limits_t pv_consent_store_limits_default(void);
 
 /* Counters for /metrics; a consistent-enough copy (relaxed atomics). */
 typedef struct {
-  bool configured;       /* the rules name a consent table */
-  bool loaded;           /* a snapshot is published */
-  bool stale;            /* past max_staleness now */
-  bool connected;        /* the LISTEN connection is up */
-  size_t subjects;       /* in the current snapshot (base + delta) */
-  size_t bytes;          /* heap bytes of the current snapshot's sets */
-  uint64_t age_ms;       /* since the data was last confirmed fresh */
-  uint64_t loads;        /* full loads completed (start, resync, reconnect) */
-  uint64_t load_ms;      /* duration of the last full load */
-  uint64_t load_rows;    /* rows read by the last full load */
-  uint64_t notifies;     /* change notifications applied */
+  bool configured;         /* the rules name a consent table */
+  bool loaded;             /* a snapshot is published */
+  bool stale;              /* past max_staleness now */
+  bool connected;          /* the LISTEN connection is up */
+  size_t subjects;         /* in the current snapshot (base + delta) */
+  size_t bytes;            /* heap bytes of the current snapshot's sets */
+  uint64_t age_ms;         /* since the data was last confirmed fresh */
+  uint64_t loads;          /* full loads completed (start, resync, reconnect) */
+  uint64_t load_ms;        /* duration of the last full load */
+  uint64_t load_rows;      /* rows read by the last full load */
+  uint64_t notifies;       /* change notifications applied */
   uint64_t resyncs_forced; /* resyncs asked by a payload, TRUNCATE, merge */
-  uint64_t reconnects;   /* connections lost */
-  uint64_t stale_events; /* fresh -> stale transitions */
+  uint64_t reconnects;     /* connections lost */
+  uint64_t stale_events;   /* fresh -> stale transitions */
 } pv_consent_stats_t;
 
 /* Starts the store thread for the consent table of the rules in holder's

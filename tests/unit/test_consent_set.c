@@ -14,7 +14,8 @@
 
 static pv_consent_key_t key_of(pv_consent_key_kind_t kind, const char *text) {
   pv_consent_key_t k;
-  int rc = pv_consent_key_make(kind, 25, 0, U8(text), (int32_t)strlen(text), &k);
+  int rc =
+      pv_consent_key_make(kind, 25, 0, U8(text), (int32_t)strlen(text), &k);
   CHECK_EQ(rc, PV_OK);
   return k;
 }
@@ -23,13 +24,21 @@ static void test_keys_int(void) {
   pv_consent_key_t k;
   CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T("42"), &k), PV_OK);
   CHECK_EQ(k.i, 42);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 20, 0, T("-9223372036854775808"), &k), PV_OK);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 20, 0,
+                               T("-9223372036854775808"), &k),
+           PV_OK);
   CHECK(k.i == INT64_MIN);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 20, 0, T("9223372036854775808"), &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T("4x2"), &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T(""), &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T("-"), &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, NULL, -1, &k), PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 20, 0,
+                               T("9223372036854775808"), &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T("4x2"), &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T(""), &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, T("-"), &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 0, NULL, -1, &k),
+           PV_EINVAL);
   const uint8_t b2[2] = {0xff, 0xfe}, b4[4] = {0, 0, 0, 42},
                 b8[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe};
   CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 21, 1, b2, 2, &k), PV_OK);
@@ -38,8 +47,10 @@ static void test_keys_int(void) {
   CHECK_EQ(k.i, 42);
   CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 20, 1, b8, 8, &k), PV_OK);
   CHECK_EQ(k.i, -2);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 1, b8, 8, &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 1700, 1, b4, 4, &k), PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 23, 1, b8, 8, &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 1700, 1, b4, 4, &k),
+           PV_EINVAL);
   /* a text column holding digits, in binary: its bytes are text */
   CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_INT, 25, 1, T("17"), &k), PV_OK);
   CHECK_EQ(k.i, 17);
@@ -49,8 +60,9 @@ static void test_keys_int(void) {
 }
 
 static void test_keys_uuid_text(void) {
-  static const uint8_t raw[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8,
-                                  0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11};
+  static const uint8_t raw[16] = {0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b,
+                                  0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9,
+                                  0xbd, 0x38, 0x0a, 0x11};
   const char *forms[] = {"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
                          "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
                          "{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}",
@@ -58,26 +70,36 @@ static void test_keys_uuid_text(void) {
                          "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11"};
   pv_consent_key_t k;
   for (size_t i = 0; i < sizeof forms / sizeof *forms; i++) {
-    CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 0, T(forms[i]), &k), PV_OK);
+    CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 0, T(forms[i]), &k),
+             PV_OK);
     CHECK(k.len == 16 && !k.p && memcmp(k.buf, raw, 16) == 0);
   }
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 1, raw, 16, &k), PV_OK);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 1, raw, 16, &k),
+           PV_OK);
   CHECK(k.len == 16 && !k.p && memcmp(k.buf, raw, 16) == 0);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 0, T("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"), &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 0, T("a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11"), &k), PV_EINVAL);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 1, raw, 15, &k), PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 0,
+                               T("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1"), &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 0,
+                               T("a0eebc99--9c0b-4ef8-bb6d-6bb9bd380a11"), &k),
+           PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_UUID, 2950, 1, raw, 15, &k),
+           PV_EINVAL);
   /* TEXT sets: binary ints and uuids become their text form */
   const uint8_t b4[4] = {0, 0, 1, 0};
   CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 23, 1, b4, 4, &k), PV_OK);
   CHECK(k.len == 3 && !k.p && memcmp(k.buf, "256", 3) == 0);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 2950, 1, raw, 16, &k), PV_OK);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 2950, 1, raw, 16, &k),
+           PV_OK);
   CHECK(k.len == 36 && !k.p && memcmp(k.buf, forms[0], 36) == 0);
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 1043, 1, T("bob"), &k), PV_OK);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 1043, 1, T("bob"), &k),
+           PV_OK);
   CHECK(k.len == 3 && memcmp(k.p, "bob", 3) == 0);
   char big[PV_CONSENT_KEY_MAX + 2];
   memset(big, 'x', sizeof big - 1);
   big[sizeof big - 1] = '\0';
-  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 25, 0, T(big), &k), PV_EINVAL);
+  CHECK_EQ(pv_consent_key_make(PV_CONSENT_KEY_TEXT, 25, 0, T(big), &k),
+           PV_EINVAL);
 }
 
 static pv_rules_t *load_rules(const char *purposes) {
@@ -166,10 +188,12 @@ static void test_modes_base_delta(void) {
   pv_consent_set_release(d2);
 
   /* staleness and the purposes hash */
-  pv_rules_t *rules = load_rules("  marketing: { roles: [app], consent: opt_in }\n"
-                                 "  profiling: { roles: [app], consent: opt_out }\n");
-  pv_rules_t *other = load_rules("  profiling: { roles: [app], consent: opt_out }\n"
-                                 "  marketing: { roles: [app], consent: opt_in }\n");
+  pv_rules_t *rules =
+      load_rules("  marketing: { roles: [app], consent: opt_in }\n"
+                 "  profiling: { roles: [app], consent: opt_out }\n");
+  pv_rules_t *other =
+      load_rules("  profiling: { roles: [app], consent: opt_out }\n"
+                 "  marketing: { roles: [app], consent: opt_in }\n");
   uint64_t ph = pv_consent_purposes_hash(rules);
   CHECK(ph != pv_consent_purposes_hash(other));
   pv_consent_snap_t *s3 = NULL;
@@ -210,7 +234,8 @@ static void test_text_uuid_sets(void) {
   pv_consent_clock_t *clk = NULL;
   CHECK_EQ(pv_consent_clock_new(&clk), PV_OK);
   /* uuid */
-  CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_UUID, false, 0, 100000, &base), PV_OK);
+  CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_UUID, false, 0, 100000, &base),
+           PV_OK);
   char u[40];
   for (int i = 0; i < 5000; i++) {
     snprintf(u, sizeof u, "%08x-0000-4000-8000-%012x", i, i * 7);
@@ -235,7 +260,8 @@ static void test_text_uuid_sets(void) {
   pv_consent_release(s);
   pv_consent_set_release(base);
   /* text, with keys past several rehashes (arena offsets stay right) */
-  CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_TEXT, false, 0, 100000, &base), PV_OK);
+  CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_TEXT, false, 0, 100000, &base),
+           PV_OK);
   char t[64];
   for (int i = 0; i < 20000; i++) {
     snprintf(t, sizeof t, "cust-%d@example.com", i);
@@ -254,7 +280,8 @@ static void test_text_uuid_sets(void) {
   }
   CHECK_EQ(allowed, 5000);
   CHECK_EQ(refused, 15000);
-  CHECK(!pv_consent_allowed(s, 5, PV_CONSENT_OPT_IN, 25, 0, T("cust-1@example.co")));
+  CHECK(!pv_consent_allowed(s, 5, PV_CONSENT_OPT_IN, 25, 0,
+                            T("cust-1@example.co")));
   /* a TEXT set looked up with a binary int column */
   pv_consent_set_t *b2 = NULL;
   CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_TEXT, false, 0, 10, &b2), PV_OK);
@@ -292,7 +319,8 @@ static void test_million(void) {
   const int N = 1000000;
   clock_t t0 = clock();
   pv_consent_set_t *s = NULL;
-  CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_INT, false, 0, 2 * (size_t)N, &s), PV_OK);
+  CHECK_EQ(pv_consent_set_new(PV_CONSENT_KEY_INT, false, 0, 2 * (size_t)N, &s),
+           PV_OK);
   for (int i = 0; i < N; i++) {
     pv_consent_key_t k = {.i = (int64_t)i * 7919};
     for (int p = 0; p < 4; p++)

@@ -82,8 +82,8 @@ static bool install_trigger(void) {
 static bool allowed(pv_consent_snap_t *s, int purpose, int subject) {
   char v[16];
   snprintf(v, sizeof v, "%d", subject);
-  return pv_consent_allowed(s, purpose, purpose ? PV_CONSENT_OPT_OUT
-                                                : PV_CONSENT_OPT_IN,
+  return pv_consent_allowed(s, purpose,
+                            purpose ? PV_CONSENT_OPT_OUT : PV_CONSENT_OPT_IN,
                             23, 0, (const uint8_t *)v, (int32_t)strlen(v));
 }
 
@@ -125,7 +125,9 @@ static long mismatches(pv_consent_store_t *st, int max_subject) {
   for (int i = 0; i < PQntuples(r); i++) {
     int sub = atoi(PQgetvalue(r, i, 0));
     const char *pn = PQgetvalue(r, i, 1);
-    int p = strcmp(pn, "marketing") == 0 ? 0 : strcmp(pn, "support") == 0 ? 1 : -1;
+    int p = strcmp(pn, "marketing") == 0 ? 0
+            : strcmp(pn, "support") == 0 ? 1
+                                         : -1;
     if (p >= 0 && sub >= 0 && sub <= max_subject)
       want[sub * 2 + p] = PQgetvalue(r, i, 2)[0] == 't';
   }
@@ -214,7 +216,8 @@ static void test_store(void) {
     char q[256];
     snprintf(q, sizeof q,
              "UPDATE pvtest.consent SET granted = false WHERE subject_id = %d "
-             "AND purpose = 'marketing'", sub);
+             "AND purpose = 'marketing'",
+             sub);
     CHECK(sql(q));
     long ms = wait_for(st, 0, sub, false, mono_ms(), 2000);
     CHECK(ms >= 0);
@@ -227,8 +230,8 @@ static void test_store(void) {
     ms = wait_for(st, 1, 20000 + i, false, mono_ms(), 2000);
     CHECK(ms >= 0);
     worst = ms > worst ? ms : worst;
-    snprintf(q, sizeof q,
-             "DELETE FROM pvtest.consent WHERE subject_id = %d", 20000 + i);
+    snprintf(q, sizeof q, "DELETE FROM pvtest.consent WHERE subject_id = %d",
+             20000 + i);
     CHECK(sql(q));
     ms = wait_for(st, 1, 20000 + i, true, mono_ms(), 2000);
     CHECK(ms >= 0);
@@ -273,12 +276,15 @@ static void test_store(void) {
   /* one transaction sets a row true, false, true, false: the last wins
    * (PostgreSQL would drop the repeated payloads without the trigger's
    * sequence number) */
-  CHECK(sql("BEGIN; UPDATE pvtest.consent SET granted = true WHERE subject_id = 30003;"
-            "UPDATE pvtest.consent SET granted = false WHERE subject_id = 30003;"
-            "UPDATE pvtest.consent SET granted = true WHERE subject_id = 30003;"
-            "UPDATE pvtest.consent SET granted = false WHERE subject_id = 30003;"
-            "COMMIT"));
-  CHECK(sql("INSERT INTO pvtest.consent VALUES (30004, 'marketing', true) ON CONFLICT DO NOTHING"));
+  CHECK(
+      sql("BEGIN; UPDATE pvtest.consent SET granted = true WHERE subject_id = "
+          "30003;"
+          "UPDATE pvtest.consent SET granted = false WHERE subject_id = 30003;"
+          "UPDATE pvtest.consent SET granted = true WHERE subject_id = 30003;"
+          "UPDATE pvtest.consent SET granted = false WHERE subject_id = 30003;"
+          "COMMIT"));
+  CHECK(sql("INSERT INTO pvtest.consent VALUES (30004, 'marketing', true) ON "
+            "CONFLICT DO NOTHING"));
   CHECK(wait_for(st, 0, 30004, true, mono_ms(), 2000) >= 0);
   CHECK(!allowed_now(st, 0, 30003));
 
