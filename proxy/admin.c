@@ -14,9 +14,9 @@
 #include "pgveil/metrics.h"
 #include "pgveil/policy.h"
 
-#define TARGET_MAX 1024      /* bytes of a request target */
-#define LINGER_MS 1000       /* reading the rest after the reply */
-#define METRICS_FIRST 16384  /* first guess of the /metrics size */
+#define TARGET_MAX 1024     /* bytes of a request target */
+#define LINGER_MS 1000      /* reading the rest after the reply */
+#define METRICS_FIRST 16384 /* first guess of the /metrics size */
 
 typedef struct conn {
   struct conn *prev, *next;
@@ -139,7 +139,8 @@ static void build_view(pv_admin_t *a, pv_metrics_view_t *v,
   memset(v, 0, sizeof *v);
   pv_metrics_sum(sh->metrics, &v->sum);
   v->workers = sh->metrics ? sh->metrics->nworkers : 0;
-  v->sessions_current = atomic_load_explicit(&sh->clients, memory_order_relaxed);
+  v->sessions_current =
+      atomic_load_explicit(&sh->clients, memory_order_relaxed);
   v->sessions_total = atomic_load_explicit(&sh->sessions, memory_order_relaxed);
   v->passthrough = sh->cfg->passthrough;
   pv_control_stats(sh->control, cs);
@@ -159,12 +160,12 @@ static void build_view(pv_admin_t *a, pv_metrics_view_t *v,
     for (size_t i = 0; *dbs && i < n; i++) {
       const pv_policy_db_t *d = pv_policy_db_at(p, i);
       const pv_catalog_t *cat = pv_policy_db_catalog(d);
-      (*dbs)[i] = (pv_metrics_db_t){
-          .name = pv_policy_db_name(d),
-          .resolved = pv_policy_db_error(d) == NULL,
-          .has_catalog = cat != NULL,
-          .relations = cat ? pv_catalog_nrelations(cat) : 0,
-          .columns = cat ? pv_catalog_ncolumns(cat) : 0};
+      (*dbs)[i] =
+          (pv_metrics_db_t){.name = pv_policy_db_name(d),
+                            .resolved = pv_policy_db_error(d) == NULL,
+                            .has_catalog = cat != NULL,
+                            .relations = cat ? pv_catalog_nrelations(cat) : 0,
+                            .columns = cat ? pv_catalog_ncolumns(cat) : 0};
     }
     v->dbs = *dbs;
     v->ndbs = *dbs ? n : 0;
@@ -193,8 +194,7 @@ static void serve_metrics(conn_t *c, bool head_only) {
   pv_policy_release(held);
   free(dbs);
   if (n < 0)
-    respond_text(c, 500, "Internal Server Error", "out of memory\n",
-                 head_only);
+    respond_text(c, 500, "Internal Server Error", "out of memory\n", head_only);
   else
     respond(c, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", buf,
             (size_t)n, head_only, NULL);
@@ -218,7 +218,8 @@ static void serve_ready(conn_t *c, bool head_only) {
     respond_text(c, 503, "Service Unavailable", body, head_only);
 }
 
-/* ---- Request parsing ------------------------------------------------------ */
+/* ---- Request parsing ------------------------------------------------------
+ */
 
 static bool is_tchar(char ch) {
   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -386,7 +387,8 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
 }
 
-/* ---- Thread --------------------------------------------------------------- */
+/* ---- Thread ---------------------------------------------------------------
+ */
 
 static void on_stop(uv_async_t *as) {
   pv_admin_t *a = as->data;
@@ -424,8 +426,8 @@ int pv_admin_listen(const pv_config_t *cfg, char *err, size_t errcap) {
     rc = -errno;
   freeaddrinfo(res);
   if (rc) {
-    snprintf(err, errcap, "cannot listen on --admin %s:%u: %s",
-             cfg->admin_host, cfg->admin_port, strerror(-rc));
+    snprintf(err, errcap, "cannot listen on --admin %s:%u: %s", cfg->admin_host,
+             cfg->admin_port, strerror(-rc));
     if (fd >= 0)
       close(fd);
     return rc;
@@ -455,8 +457,9 @@ int pv_admin_start(int fd, pv_shared_t *shared, pv_admin_t **out, char *err,
   a->listener.data = a->stop.data = a;
   if ((rc = uv_tcp_open(&a->listener, fd)) != 0)
     close(fd); /* not the listener's yet */
-  else if ((rc = uv_listen((uv_stream_t *)&a->listener, 64, on_connection)) == 0 &&
-      (rc = uv_thread_create(&a->thread, admin_main, a)) == 0) {
+  else if ((rc = uv_listen((uv_stream_t *)&a->listener, 64, on_connection)) ==
+               0 &&
+           (rc = uv_thread_create(&a->thread, admin_main, a)) == 0) {
     *out = a;
     return PV_OK;
   }

@@ -10,18 +10,18 @@
 #include <string.h>
 
 const uint64_t pv_metrics_lat_bounds_ns[PV_METRICS_LAT_BUCKETS] = {
-    250,    500,    1000,   2000,   5000,    10000,
-    25000,  50000,  100000, 250000, 1000000, 10000000};
+    250,   500,   1000,   2000,   5000,    10000,
+    25000, 50000, 100000, 250000, 1000000, 10000000};
 
 static const char *const reason_names[PV_REFUSE_NREASONS] = {
-    "expression", "predicate", "whole_row",      "function",     "copy",
+    "expression", "predicate",       "whole_row",      "function", "copy",
     "ddl",        "analysis_failed", "purpose_denied", "other"};
 
 /* Labels per pv_action_kind_t: unique (pv_action_name says "hash" for
  * both hash kinds). */
 static const char *const action_labels[PV_METRICS_NACTIONS] = {
-    "clear", "withhold",   "redact",    "hash",
-    "hash_hex", "mask", "mask_email", "generalize"};
+    "clear",    "withhold", "redact",     "hash",
+    "hash_hex", "mask",     "mask_email", "generalize"};
 
 _Static_assert(PV_ACT_GENERALIZE + 1 == PV_METRICS_NACTIONS,
                "a new action kind needs a metrics label");
@@ -180,8 +180,8 @@ typedef struct {
   size_t cap, len;
 } out_t;
 
-__attribute__((format(printf, 2, 3))) static void put(out_t *o,
-                                                      const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void put(out_t *o, const char *fmt,
+                                                      ...) {
   va_list ap;
   va_start(ap, fmt);
   size_t room = o->len < o->cap ? o->cap - o->len : 0;
@@ -243,8 +243,7 @@ static void fmt_rows(out_t *o, const pv_metrics_view_t *v) {
   head(o, "pgveil_rows_rewritten_by_action_total", "counter",
        "Rewritten rows in which at least one column took this action.");
   for (unsigned k = 0; k < PV_METRICS_NACTIONS; k++)
-    put(o, "pgveil_rows_rewritten_by_action_total{action=\"%s\"} %" PRIu64
-           "\n",
+    put(o, "pgveil_rows_rewritten_by_action_total{action=\"%s\"} %" PRIu64 "\n",
         action_labels[k], s->rows_action[k]);
   head(o, "pgveil_refusals_total", "counter",
        "Statements (and declared purposes) refused, by reason.");
@@ -268,8 +267,8 @@ static void fmt_rows(out_t *o, const pv_metrics_view_t *v) {
 static void fmt_rules(out_t *o, const pv_metrics_view_t *v) {
   metric(o, "pgveil_passthrough", "gauge",
          "1 when running without rules (nothing is masked).", v->passthrough);
-  metric(o, "pgveil_rules_loaded", "gauge", "1 when a rules snapshot is in force.",
-         v->rules_loaded);
+  metric(o, "pgveil_rules_loaded", "gauge",
+         "1 when a rules snapshot is in force.", v->rules_loaded);
   head(o, "pgveil_rules_info", "gauge",
        "The rules in force: XXH3-64 fingerprint of the file.");
   if (v->rules_loaded)
@@ -316,8 +315,8 @@ static void fmt_consent(out_t *o, const pv_metrics_view_t *v) {
          "1 when the rules name a consent table.", on);
   if (!on)
     return;
-  metric(o, "pgveil_consent_loaded", "gauge",
-         "1 when consent data is loaded.", c->loaded);
+  metric(o, "pgveil_consent_loaded", "gauge", "1 when consent data is loaded.",
+         c->loaded);
   metric(o, "pgveil_consent_stale", "gauge",
          "1 when consent is older than max_staleness (gated columns take "
          "their otherwise action).",

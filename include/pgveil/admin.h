@@ -11,9 +11,9 @@
 #include "pgveil/errors.h"
 #include "pgveil/worker.h"
 
-#define PV_ADMIN_REQUEST_MAX 8192   /* bytes of request line and headers */
-#define PV_ADMIN_TIMEOUT_MS 5000    /* to send the request / take the reply */
-#define PV_ADMIN_MAX_CONNS 64       /* further connections are closed */
+#define PV_ADMIN_REQUEST_MAX 8192 /* bytes of request line and headers */
+#define PV_ADMIN_TIMEOUT_MS 5000  /* to send the request / take the reply */
+#define PV_ADMIN_MAX_CONNS 64     /* further connections are closed */
 
 typedef struct pv_admin pv_admin_t;
 
@@ -26,8 +26,8 @@ int pv_admin_listen(const pv_config_t *cfg, char *err, size_t errcap);
  * metrics, policy, control and consent pointers already set) must outlive
  * the admin. Returns PV_OK with *out, or PV_ENOMEM / PV_EIO with a message
  * in err (fd is closed then). */
-PV_WARN_UNUSED int pv_admin_start(int fd, pv_shared_t *shared,
-                                  pv_admin_t **out, char *err, size_t errcap);
+PV_WARN_UNUSED int pv_admin_start(int fd, pv_shared_t *shared, pv_admin_t **out,
+                                  char *err, size_t errcap);
 
 /* Stops the thread, closes every connection and frees a. NULL ok. Call
  * before the control, consent store and metrics it reads are freed. */

@@ -94,9 +94,8 @@ static inline void pv_counter_add(pv_counter_t *c, uint64_t n) {
 static inline void pv_metrics_bytes(pv_metrics_worker_t *mw, bool from_client,
                                     uint64_t n) {
   if (mw)
-    pv_counter_add(from_client ? &mw->bytes_from_client
-                               : &mw->bytes_from_server,
-                   n);
+    pv_counter_add(
+        from_client ? &mw->bytes_from_client : &mw->bytes_from_server, n);
 }
 
 /* A client message of type `type`: Query and Execute count as statements. */
@@ -139,10 +138,10 @@ void pv_metrics_sum(const pv_metrics_t *m, pv_metrics_sum_t *out);
 /* One database the policy snapshot knows. Strings owned by the caller. */
 typedef struct {
   const char *name;
-  bool resolved;     /* usable: no error */
-  bool has_catalog;  /* a last good resolution exists */
-  size_t relations;  /* protected relations in it */
-  size_t columns;    /* protected columns in it */
+  bool resolved;    /* usable: no error */
+  bool has_catalog; /* a last good resolution exists */
+  size_t relations; /* protected relations in it */
+  size_t columns;   /* protected columns in it */
 } pv_metrics_db_t;
 
 /* Everything one scrape shows. Owner: the caller (stack); strings and

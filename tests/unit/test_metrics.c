@@ -98,8 +98,8 @@ static void test_reasons(void) {
     pv_refusal_reason_t r = pv_metrics_refusal_reason(cases[i].msg);
     if (r != cases[i].r)
       fprintf(stderr, "reason of \"%s\": %s, want %s\n",
-              cases[i].msg ? cases[i].msg : "(null)",
-              pv_metrics_reason_name(r), pv_metrics_reason_name(cases[i].r));
+              cases[i].msg ? cases[i].msg : "(null)", pv_metrics_reason_name(r),
+              pv_metrics_reason_name(cases[i].r));
     CHECK_EQ(r, cases[i].r);
   }
   CHECK_STR(pv_metrics_reason_name(PV_REFUSE_WHOLE_ROW), "whole_row");
@@ -135,10 +135,10 @@ static void test_counters_and_sum(void) {
    * col2 untouched. */
   pv_action_t hash = {.kind = PV_ACT_HASH}, clear = {.kind = PV_ACT_CLEAR},
               wh = {.kind = PV_ACT_WITHHOLD};
-  pv_col_action_t cols[3] = {{.action = &hash, .subject_col = -1},
-                             {.action = &clear, .otherwise = &wh,
-                              .subject_col = 2},
-                             {.subject_col = -1}};
+  pv_col_action_t cols[3] = {
+      {.action = &hash, .subject_col = -1},
+      {.action = &clear, .otherwise = &wh, .subject_col = 2},
+      {.subject_col = -1}};
   pv_row_actions_t ra = {.ncols = 3, .nacted = 2, .ngated = 1, .cols = cols};
   uint8_t yes[3] = {0, 1, 0};
   pv_metrics_row(a, &ra, NULL, 0, 0);       /* no consent: hash, withhold */
@@ -188,8 +188,10 @@ static void test_format(void) {
   pv_row_actions_t ra = {.ncols = 1, .nacted = 1, .cols = cols};
   pv_metrics_row(w, &ra, NULL, 10, 20000010); /* 20 ms: +Inf bucket */
   pv_metrics_row(w, &ra, NULL, 10, 1010);     /* 1 us */
-  pv_metrics_db_t dbs[2] = {{.name = "crm", .resolved = true,
-                             .has_catalog = true, .relations = 3,
+  pv_metrics_db_t dbs[2] = {{.name = "crm",
+                             .resolved = true,
+                             .has_catalog = true,
+                             .relations = 3,
                              .columns = 9},
                             {.name = "we\"ird\\db\n", .resolved = false}};
   pv_metrics_view_t v = {.workers = 1,
@@ -218,9 +220,10 @@ static void test_format(void) {
   CHECK(value_of(t, "pgveil_refusals_total{reason=\"function\"}") == 1);
   CHECK(value_of(t, "pgveil_refusals_total{reason=\"predicate\"}") == 0);
   CHECK(value_of(t, "pgveil_rows_rewritten_total") == 2);
-  CHECK(value_of(
-            t, "pgveil_rows_rewritten_by_action_total{action=\"mask_email\"}") ==
-        2);
+  CHECK(
+      value_of(
+          t, "pgveil_rows_rewritten_by_action_total{action=\"mask_email\"}") ==
+      2);
   CHECK(value_of(
             t, "pgveil_rows_rewritten_by_action_total{action=\"hash_hex\"}") ==
         0);
@@ -236,11 +239,10 @@ static void test_format(void) {
   CHECK(value_of(t, "pgveil_rules_reload_failures_total") == 1);
   CHECK(value_of(t, "pgveil_rules_last_reload_failed") == 1);
   CHECK(value_of(t, "pgveil_catalog_resolved{database=\"crm\"}") == 1);
-  CHECK(value_of(t, "pgveil_catalog_protected_columns{database=\"crm\"}") ==
-        9);
-  CHECK(value_of(t,
-                 "pgveil_catalog_resolved{database=\"we\\\"ird\\\\db\\n\"}") ==
-        0);
+  CHECK(value_of(t, "pgveil_catalog_protected_columns{database=\"crm\"}") == 9);
+  CHECK(
+      value_of(t, "pgveil_catalog_resolved{database=\"we\\\"ird\\\\db\\n\"}") ==
+      0);
   CHECK(value_of(t, "pgveil_consent_subjects") == 1234);
   CHECK(value_of(t, "pgveil_consent_age_seconds") == 1.5);
   CHECK(value_of(t, "pgveil_consent_stale") == 0);
@@ -267,8 +269,11 @@ static void test_format(void) {
 static void test_ready(void) {
   char why[128];
   pv_metrics_db_t dbs[1] = {{.name = "crm", .resolved = true}};
-  pv_metrics_view_t v = {.rules_loaded = true, .control_db = "crm",
-                         .dbs = dbs, .ndbs = 1, .has_consent_store = true};
+  pv_metrics_view_t v = {.rules_loaded = true,
+                         .control_db = "crm",
+                         .dbs = dbs,
+                         .ndbs = 1,
+                         .has_consent_store = true};
   v.consent.configured = true;
   v.consent.loaded = true;
   CHECK(pv_metrics_ready(&v, why, sizeof why));
