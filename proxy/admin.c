@@ -106,6 +106,8 @@ static void respond(conn_t *c, int status, const char *reason,
   size_t n = (size_t)h + (head_only ? 0 : body_len);
   c->resp = malloc(n);
   if (h < 0 || (size_t)h >= sizeof hdr || !c->resp) {
+    free(c->resp);
+    c->resp = NULL;
     conn_close(c);
     return;
   }

@@ -459,3 +459,32 @@ def test_readyz_503_when_consent_stale(crm):
         if relay2:
             relay2.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_random_garbage_does_not_crash(admin_px):
+    """Random bytes and truncated or mutated requests: every connection gets
+    a 4xx/5xx or is closed; the server keeps serving."""
+    import random
+    _, _, aport, _ = admin_px
+    rnd = random.Random(6)
+    good = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    for i in range(150):
+        kind = i % 3
+        if kind == 0:
+            data = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 300))) + b"\r\n\r\n"
+        elif kind == 1:
+            b = bytearray(good)
+            for _ in range(rnd.randrange(1, 4)):
+                b[rnd.randrange(len(b) - 4)] = rnd.randrange(256)  # keep the end
+            data = bytes(b)
+        else:
+            data = good[:rnd.randrange(1, len(good))]   # truncated: timeout
+            s = socket.create_connection(("127.0.0.1", aport), timeout=5)
+            s.sendall(data)
+            s.close()                                    # client gives up
+            continue
+        resp = raw_http(aport, data)
+        st = status_of(resp)
+        assert st is None or st in (200, 400, 404, 405, 431, 505), resp[:100]
+    assert http_get(aport, "/healthz")[0] == 200
+    assert scrape(aport)["pgveil_workers"] == 2
