@@ -148,3 +148,4 @@ def require_pgveil():
 
 # Fixtures of the rules suites (CRM database, pgveil with crm.yaml).
 from conftest_rules import crm  # noqa: E402,F401
+from conftest_leak import leak_pgveil, leakdb  # noqa: E402,F401

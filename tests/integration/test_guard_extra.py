@@ -8,7 +8,6 @@ import re
 import psycopg
 import pytest
 
-from test_leakcases import leak_pgveil, leakdb  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.pgveil_only
 

@@ -18,32 +18,6 @@ SUMMARY = re.compile(r"leaks: (\d+), false_positives: (\d+), cases: (\d+)")
 pytestmark = pytest.mark.pgveil_only
 
 
-@pytest.fixture(scope="module")
-def leakdb(pg):
-    pg.createdb("crm_lc")
-    pg.sql_file(os.path.join(CORPUS, "schema.sql"), dbname="crm_lc")
-    for f in ("catalog_notify.sql", "consent_notify.sql"):
-        path = os.path.join(REPO, "rules", "sql", f)
-        if os.path.exists(path):
-            pg.sql_file(path, dbname="crm_lc")
-    return "crm_lc"
-
-
-@pytest.fixture(scope="module")
-def leak_pgveil(pg, leakdb, tmp_path_factory):
-    from pgserver import Pgveil
-    secret = tmp_path_factory.mktemp("lc") / "secret"
-    secret.write_bytes(os.urandom(32).hex().encode())
-    os.chmod(secret, 0o600)
-    dsn = "host=%s port=%d user=postgres dbname=%s" % (pg.host, pg.port, leakdb)
-    proxy = Pgveil(pg.addr, ["--rules", RULES, "--secret-file", str(secret),
-                             "--control-dsn", dsn, "--workers", "2"])
-    proxy.start()
-    yield proxy
-    proxy.stop()
-    proxy.cleanup()
-
-
 def run_corpus(port, dbname, *extra, timeout=900):
     cmd = ["/usr/bin/python3", os.path.join(CORPUS, "run.py"), "--host",
            "127.0.0.1", "--port", str(port), "--dbname", dbname, "-v"]
