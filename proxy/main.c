@@ -130,6 +130,13 @@ static int serve(const pv_config_t *cfg) {
   pv_policy_holder_t holder;
   if (resolve_upstream(cfg, &shared))
     return EXIT_USAGE;
+  int admin_fd = -1; /* --admin: bound first, served once everything runs */
+  char aerr[256];
+  if (cfg->admin_port &&
+      (admin_fd = pv_admin_listen(cfg, aerr, sizeof aerr)) < 0) {
+    fprintf(stderr, "pgveil: %s\n", aerr);
+    return EXIT_USAGE;
+  }
   char tls_err[PV_PATH_MAX + 300];
   if (pv_tls_new(cfg, &shared.tls, tls_err, sizeof tls_err) != PV_OK) {
     fprintf(stderr, "pgveil: %s\n", tls_err);
@@ -168,13 +175,7 @@ static int serve(const pv_config_t *cfg) {
       return EXIT_USAGE;
     }
   }
-  int admin_fd = -1; /* --admin: bound now, served once everything runs */
-  if (cfg->admin_port) {
-    char err[256];
-    if ((admin_fd = pv_admin_listen(cfg, err, sizeof err)) < 0) {
-      fprintf(stderr, "pgveil: %s\n", err);
-      return EXIT_USAGE;
-    }
+  if (admin_fd >= 0) {
     if (pv_metrics_new(n, &shared.metrics) != PV_OK) {
       fprintf(stderr, "pgveil: out of memory\n");
       return 1;
@@ -197,7 +198,6 @@ static int serve(const pv_config_t *cfg) {
     }
   }
   pv_admin_t *admin = NULL;
-  char aerr[256];
   if (admin_fd >= 0 &&
       pv_admin_start(admin_fd, &shared, &admin, aerr, sizeof aerr) != PV_OK)
     pv_log(PV_LOG_ERROR, "%s; serving without the admin endpoint", aerr);
