@@ -11,9 +11,9 @@
 #include <sys/random.h>
 
 #include "pgveil/log.h"
+#include "pgveil/metrics.h"
 #include "pgveil/pg_msg_backend.h"
 #include "pgveil/pg_msg_frontend.h"
-#include "pgveil/metrics.h"
 #include "pgveil/pg_options.h"
 #include "pgveil/tls.h"
 #include "session_internal.h"
@@ -488,9 +488,8 @@ static void upstream_ready(pv_session_t *s);
 static void on_tls_timeout(uv_timer_t *t) {
   pv_session_t *s = t->data;
   const pv_config_t *cfg = cfg_of(s);
-  pv_sess_fail(s, "FATAL", "08006",
-               "pgveil: TLS with upstream %s:%u timed out", cfg->upstream_host,
-               cfg->upstream_port);
+  pv_sess_fail(s, "FATAL", "08006", "pgveil: TLS with upstream %s:%u timed out",
+               cfg->upstream_host, cfg->upstream_port);
 }
 
 static void on_connect(uv_connect_t *req, int status) {
@@ -513,8 +512,8 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   uv_tcp_nodelay(&s->server.tcp, 1);
   if (pv_tls_upstream_mode(s->w->shared->tls) != PV_UPSTREAM_TLS_DISABLE) {
-    static const char ssl_request[8] = {0, 0, 0, 8, 0x04, (char)0xd2, 0x16,
-                                        0x2f}; /* 80877103 */
+    static const char ssl_request[8] = {0,          0,    0,   8, 0x04,
+                                        (char)0xd2, 0x16, 0x2f}; /* 80877103 */
     uv_buf_t b = uv_buf_init((char *)ssl_request, sizeof ssl_request);
     write_raw(s, &s->server, &b, 1);
     s->server.tls_asked = true;
@@ -553,10 +552,14 @@ static void upstream_ready(pv_session_t *s) {
 
 static const char *upstream_tls_name(const pv_session_t *s) {
   switch (cfg_of(s)->upstream_tls) {
-  case PV_UPSTREAM_TLS_PREFER: return "prefer";
-  case PV_UPSTREAM_TLS_REQUIRE: return "require";
-  case PV_UPSTREAM_TLS_VERIFY_FULL: return "verify-full";
-  default: return "disable";
+  case PV_UPSTREAM_TLS_PREFER:
+    return "prefer";
+  case PV_UPSTREAM_TLS_REQUIRE:
+    return "require";
+  case PV_UPSTREAM_TLS_VERIFY_FULL:
+    return "verify-full";
+  default:
+    return "disable";
   }
 }
 
@@ -897,8 +900,7 @@ static int sasl_filter(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     /* 'y' ("I can bind, the server cannot") is a downgrade to a server
      * that can: PostgreSQL over TLS rejects it. 'p' names a mechanism we
      * removed. */
-    if (s->sasl_stripped &&
-        (flag == 'p' || (flag == 'y' && s->server.tls))) {
+    if (s->sasl_stripped && (flag == 'p' || (flag == 'y' && s->server.tls))) {
       pv_sess_fail(s, "FATAL", "28000",
                    "pgveil: SCRAM channel binding cannot pass through pgveil, "
                    "which terminates TLS; connect with "
@@ -991,8 +993,8 @@ static bool tls_decrypt(pv_session_t *s, end_t *src, bool *eof) {
   bool got = false;
   while (src->reading && !s->closing && !s->draining &&
          pv_tls_established(src->tls) && in_space(s, src)) {
-    int n = pv_tls_read(src->tls, src->in + src->in_len,
-                        src->in_cap - src->in_len);
+    int n =
+        pv_tls_read(src->tls, src->in + src->in_len, src->in_cap - src->in_len);
     if (n > 0) {
       src->in_len += (uint32_t)n;
       got = true;
@@ -1034,8 +1036,7 @@ void pv_sess_pump(pv_session_t *s, end_t *src) {
   /* A hold released by ReadyForQuery: process what the client sent. */
   if (src == &s->server && !s->closing && s->state == S_READY &&
       !s->client.held &&
-      (s->client.in_len ||
-       (s->client.tls && pv_tls_has_input(s->client.tls))))
+      (s->client.in_len || (s->client.tls && pv_tls_has_input(s->client.tls))))
     pump_end(s, &s->client);
 }
 

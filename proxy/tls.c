@@ -113,9 +113,8 @@ static int build_connect_ctx(const pv_config_t *cfg, pv_tls_t *t, char *err,
     return PV_EINVAL;
   }
   common_options(t->connect_ctx);
-  if (cfg->upstream_ca[0] &&
-      SSL_CTX_load_verify_locations(t->connect_ctx, cfg->upstream_ca, NULL) !=
-          1) {
+  if (cfg->upstream_ca[0] && SSL_CTX_load_verify_locations(
+                                 t->connect_ctx, cfg->upstream_ca, NULL) != 1) {
     char what[PV_PATH_MAX + 40];
     snprintf(what, sizeof what, "--upstream-ca %s", cfg->upstream_ca);
     take_ssl_error(err, errcap, what);
@@ -183,8 +182,7 @@ static int set_peer_name(pv_tls_conn_t *c, const pv_tls_t *t) {
     return PV_OK;
   if (t->host_is_ip) {
     X509_VERIFY_PARAM *vp = SSL_get0_param(c->ssl);
-    return X509_VERIFY_PARAM_set1_ip_asc(vp, t->host) == 1 ? PV_OK
-                                                            : PV_EINVAL;
+    return X509_VERIFY_PARAM_set1_ip_asc(vp, t->host) == 1 ? PV_OK : PV_EINVAL;
   }
   return SSL_set1_host(c->ssl, t->host) == 1 ? PV_OK : PV_ENOMEM;
 }

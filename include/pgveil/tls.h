@@ -27,8 +27,8 @@ typedef enum {
 /* Builds the contexts cfg asks for (--tls-cert/--tls-key, --upstream-tls,
  * --upstream-ca). *out is NULL when neither leg uses TLS. On error returns
  * PV_EINVAL with a one-line message (file, OpenSSL reason) in err. */
-PV_WARN_UNUSED int pv_tls_new(const pv_config_t *cfg, pv_tls_t **out,
-                              char *err, size_t errcap);
+PV_WARN_UNUSED int pv_tls_new(const pv_config_t *cfg, pv_tls_t **out, char *err,
+                              size_t errcap);
 void pv_tls_free(pv_tls_t *t);
 
 /* Whether t (may be NULL) can accept TLS clients / should talk TLS to the
