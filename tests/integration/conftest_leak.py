@@ -9,6 +9,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 CORPUS = os.path.join(REPO, "tests", "leakcases", "corpus")
 RULES = os.path.join(REPO, "tests", "leakcases.yaml")
+LEAK_TEST_SECRET = b"pgveil-leakcases-fixed-test-secret-0001"
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +26,15 @@ def leakdb(pg):
 @pytest.fixture(scope="session")
 def leak_pgveil(pg, leakdb, tmp_path_factory):
     from pgserver import Pgveil
+    # A fixed secret: the corpus's detector flags any 6 characters of any
+    # canary anywhere in the output, and format-preserving pseudonyms are
+    # random letters, so with about a thousand hashed names some secret will
+    # by chance spell a 6-letter piece of some other customer's canary
+    # (seen: a hashed full_name "Mvpx Gymiebfxzf Jipvts" vs an email
+    # "...jipvts..."). That is a coincidence, not a disclosure; a fixed
+    # secret keeps the test deterministic.
     secret = tmp_path_factory.mktemp("lc") / "secret"
-    secret.write_bytes(os.urandom(32).hex().encode())
+    secret.write_bytes(LEAK_TEST_SECRET)
     os.chmod(secret, 0o600)
     dsn = "host=%s port=%d user=postgres dbname=%s" % (pg.host, pg.port, leakdb)
     proxy = Pgveil(pg.addr, ["--rules", RULES, "--secret-file", str(secret),
