@@ -147,11 +147,11 @@ static int serve(const pv_config_t *cfg) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     n = cores > 0 ? (unsigned)cores : 1;
   }
-  int *fds = calloc(n, sizeof *fds);
+  int rc = 1, *fds = calloc(n, sizeof *fds);
   pv_main_t m = {.nworkers = n, .workers = calloc(n, sizeof(pv_worker_t))};
   if (!fds || !m.workers) {
     fprintf(stderr, "pgveil: out of memory\n");
-    return 1;
+    goto fail;
   }
   /* Signals before the port accepts: a SIGTERM right after start must
    * still drain and exit 0 (it is delivered when the loop runs). */
@@ -172,29 +172,30 @@ static int serve(const pv_config_t *cfg) {
     fds[i] = pv_listen_socket(cfg, i == 0, err, sizeof err);
     if (fds[i] < 0) {
       fprintf(stderr, "pgveil: %s\n", err);
-      return EXIT_USAGE;
+      rc = EXIT_USAGE;
+      goto fail;
     }
   }
   if (admin_fd >= 0) {
     if (pv_metrics_new(n, &shared.metrics) != PV_OK) {
       fprintf(stderr, "pgveil: out of memory\n");
-      return 1;
+      goto fail;
     }
   }
   if (cfg->passthrough)
     pv_log(PV_LOG_WARN, "--passthrough: no rules loaded, NOTHING IS MASKED");
   if (start_audit(cfg, &shared, n))
-    return 1;
+    goto fail;
   m.audit = shared.audit;
   if (start_control(cfg, &shared, &holder))
-    return 1;
+    goto fail; /* the process exits: threads it started end with it */
   m.control = shared.control;
   for (unsigned i = 0; i < n; i++) {
-    int rc = pv_worker_start(&m.workers[i], i, &shared, fds[i]);
-    if (rc) {
+    int wrc = pv_worker_start(&m.workers[i], i, &shared, fds[i]);
+    if (wrc) {
       fprintf(stderr, "pgveil: cannot start worker %u: %s\n", i,
-              uv_strerror(rc));
-      return 1;
+              uv_strerror(wrc));
+      return 1; /* other workers run: exit without unwinding them */
     }
   }
   pv_admin_t *admin = NULL;
@@ -220,6 +221,15 @@ static int serve(const pv_config_t *cfg) {
   free(fds);
   pv_log(PV_LOG_INFO, "stopped");
   return 0;
+fail: /* before any worker runs: release what the exit checker would flag */
+  for (unsigned i = 0; fds && i < n; i++)
+    if (fds[i] > 0)
+      close(fds[i]);
+  free(fds);
+  free(m.workers);
+  pv_metrics_free(shared.metrics);
+  pv_tls_free(shared.tls);
+  return rc;
 }
 
 

@@ -104,14 +104,19 @@ def test_pipeline_error_then_recovery(items, pgveil):
         with v.pipeline() as p:
             a = v.execute("SELECT 1")
             v.execute("SELECT 1/0")
-            skipped = v.execute("SELECT 2")
+            # psycopg reads results while it queues: depending on timing the
+            # error surfaces at the next execute or at sync; either way the
+            # statement after the error is skipped by the server.
+            skipped = None
             with pytest.raises(psycopg.errors.DivisionByZero):
+                skipped = v.execute("SELECT 2")
                 p.sync()
             later = [v.execute("SELECT %s::int * 2", (i,)) for i in range(50)]
             p.sync()
             assert a.fetchone() == (1,)
-            with pytest.raises(psycopg.ProgrammingError):
-                skipped.fetchone()
+            if skipped is not None:
+                with pytest.raises(psycopg.ProgrammingError):
+                    skipped.fetchone()
             assert [c.fetchone()[0] for c in later] == [i * 2 for i in range(50)]
         # and a transaction aborted by the error inside a pipeline rolls back
         v.autocommit = False
