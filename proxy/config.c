@@ -74,6 +74,7 @@ static const opt_t OPTS[] = {
 const char *pv_config_usage(void) {
   return "usage: pgveil --listen HOST:PORT --upstream HOST:PORT [options]\n"
          "       pgveil --check --rules FILE [--control-dsn DSN]\n"
+         "       pgveil ledger --audit-log FILE --subject ID\n"
          "\n"
          "  --listen HOST:PORT          where clients connect (PGVEIL_LISTEN)\n"
          "  --upstream HOST:PORT        the PostgreSQL server (PGVEIL_UPSTREAM)\n"
