@@ -58,3 +58,27 @@ def test_detector_sees_leaks_without_pgveil(pg, leakdb):
                                         "--category", "plain",
                                         "--category", "expr")
     assert leaks > 0 and leaks >= cases - 2, out[-2000:]
+
+
+def test_no_canary_in_pgveil_logs(leak_pgveil, leakdb):
+    """After the corpus (and every refusal it provoked), pgveil's own log
+    holds no protected value: refusals name columns, never data."""
+    run_corpus(leak_pgveil.port, leakdb, "--category", "channel",
+               "--category", "infer", "--category", "expr")
+    with open(os.path.join(CORPUS, "canaries.json")) as f:
+        columns = json.load(f)["columns"]
+    logs = leak_pgveil.logs()
+    low = logs.lower()
+    found = []
+    for col, spec in columns.items():
+        for v in spec["values"]:
+            for secret in v["secrets"]:
+                if spec["kind"] in ("digits", "date"):
+                    hit = str(v["value"]) in logs or re.search(
+                        r"(?<!\d)%s(?!\d)" % re.escape(secret), logs)
+                else:
+                    hit = secret.lower() in low
+                if hit:
+                    found.append((col, secret))
+    assert not found, found[:5]
+    assert "refused" in logs  # the log did record the refusals
