@@ -87,7 +87,7 @@ static int refuse_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   if (m->type == PV_FE_PARSE && pv_fe_parse_decode(m, &p) != PV_OK)
     return PV_EPROTO;
   size_t namelen = m->type == PV_FE_PARSE ? strlen(p.stmt) + 1 : 0;
-  size_t tail = m->type == PV_FE_PARSE ? 2 + 4u * p.nparam_types : 0;
+  size_t tail = m->type == PV_FE_PARSE ? 2 + (size_t)p.nparam_types * 4 : 0;
   size_t total = PV_FRAME_HEADER + namelen + (size_t)tlen + 1 + tail;
   uint8_t *out = pv_sess_emit_reserve(e, total);
   if (!out)
@@ -99,7 +99,7 @@ static int refuse_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   q += tlen + 1;
   if (tail) {
     pv_put_u16(q, p.nparam_types);
-    memcpy(q + 2, p.param_types, 4u * p.nparam_types);
+    memcpy(q + 2, p.param_types, (size_t)p.nparam_types * 4);
   }
   out[0] = m->type;
   pv_put_u32(out + 1, (uint32_t)(total - 1));

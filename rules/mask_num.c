@@ -254,7 +254,7 @@ static int64_t numeric_bin(const pv_action_t *a, int32_t typmod,
   if (sign != NUMERIC_POS && sign != NUMERIC_NEG)
     return PV_EPROTO;
   const uint8_t *dg = val + 8;
-  for (unsigned j = 0; j < nd; j++)
+  for (size_t j = 0; j < nd; j++)
     if (get16(dg + 2 * j) >= NBASE)
       return PV_EPROTO;
 
@@ -315,7 +315,7 @@ static int64_t numeric_bin(const pv_action_t *a, int32_t typmod,
     rnd = (unsigned)(e - s);
     rweight = (int)wgt;
     rsign = neg ? NUMERIC_NEG : NUMERIC_POS;
-    memmove(ws, ws + 2 * s, 2 * rnd);
+    memmove(ws, ws + 2 * s, 2 * (size_t)rnd);
   }
   set16(hdr, rnd);
   set16(hdr + 2, (unsigned)(uint16_t)(int16_t)rweight);

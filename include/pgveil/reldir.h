@@ -52,7 +52,7 @@
 
 /* Defaults for pv_reldir_limits_t. */
 #define PV_RELDIR_MAX_RELATIONS 100000u      /* relations held */
-#define PV_RELDIR_MAX_VIEWDEF (256u * 1024u) /* bytes of one definition */
+#define PV_RELDIR_MAX_VIEWDEF ((size_t)256 * 1024) /* bytes of one definition */
 
 typedef struct {
   size_t max_relations; /* more: pv_reldir_build fails with PV_ELIMIT */
