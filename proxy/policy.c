@@ -98,7 +98,7 @@ const pv_policy_db_t *pv_policy_db(const pv_policy_t *p, const char *dbname) {
   if (!p || !dbname || !p->ndbs)
     return NULL;
   pv_policy_db_t **d =
-      bsearch(dbname, p->dbs, p->ndbs, sizeof *p->dbs, db_cmp_name);
+      bsearch(dbname, p->dbs, p->ndbs, sizeof(pv_policy_db_t *), db_cmp_name);
   return d ? *d : NULL;
 }
 
@@ -314,7 +314,7 @@ int pv_policy_with_db_reldir(const pv_policy_t *base, const char *dbname,
     return PV_EINVAL;
   }
   pv_policy_t *p = calloc(1, sizeof *p);
-  pv_policy_db_t **dbs = calloc(base->ndbs + 1, sizeof *dbs);
+  pv_policy_db_t **dbs = calloc(base->ndbs + 1, sizeof(pv_policy_db_t *));
   pv_policy_db_t *d = p && dbs ? db_new(pv_policy_db(base, dbname), dbname, cat,
                                         dir, error, transient)
                                : NULL;

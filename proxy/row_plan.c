@@ -172,9 +172,10 @@ static pv_plan_t *plan_from_fields(pv_tracker_t *t, const pv_be_field_t *f,
         .attnum = f[i].attnum,
         .type_oid = f[i].type_oid,
         .typmod = f[i].typmod,
-        .format = text_only ? 0 : f[i].format,
         .name = nm,
-    };
+    }; /* .format 0 (text) unless the reply's codes are known */
+    if (!text_only)
+      p->cols[i].format = f[i].format;
     nm += l;
   }
   return p;
@@ -271,7 +272,7 @@ static obj_t *map_find(const map_t *m, const char *name) {
 
 static void map_grow(map_t *m) {
   size_t nb = m->nb ? m->nb * 2 : 16;
-  obj_t **b = calloc(nb, sizeof *b);
+  obj_t **b = calloc(nb, sizeof(obj_t *));
   if (!b)
     return; /* longer chains, still correct */
   for (size_t i = 0; i < m->nb; i++) {

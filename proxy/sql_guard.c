@@ -102,13 +102,13 @@ void g_touch(gctx_t *c, const gprot_t *p) {
       return;
   if (c->ntouched == c->captouched) {
     size_t nc = c->captouched ? c->captouched * 2 : 8;
-    const gprot_t **nt = ga_alloc(c->work, nc * sizeof *nt);
+    const gprot_t **nt = ga_alloc(c->work, nc * sizeof(const gprot_t *));
     if (!nt) {
       c->err = PV_ENOMEM;
       return;
     }
     if (c->ntouched)
-      memcpy(nt, c->touched, c->ntouched * sizeof *nt);
+      memcpy(nt, c->touched, c->ntouched * sizeof(const gprot_t *));
     c->touched = nt;
     c->captouched = nc;
   }
