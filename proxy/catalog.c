@@ -436,7 +436,9 @@ static void report_subjects(build_t *b) {
 static void link_subjects(pv_catalog_t *c) {
   for (size_t i = 0; i < c->ncols; i++) {
     const pv_catalog_rel_t *r = rel_get(c, c->cols[i].table_oid);
-    c->cols[i].subject_attnum = r ? r->subject_attnum : 0;
+    c->cols[i].subject_attnum = 0;
+    if (r)
+      c->cols[i].subject_attnum = r->subject_attnum;
   }
 }
 

@@ -280,7 +280,7 @@ static int make_names(pv_reldir_t *d) {
   if (!d->names)
     return PV_ENOMEM;
   for (size_t i = 0; i < d->nents; i++)
-    if (!d->nnames || strcmp(d->names[d->nnames - 1], d->ents[i].name))
+    if (!d->nnames || strcmp(d->names[d->nnames - 1], d->ents[i].name) != 0)
       d->names[d->nnames++] = d->ents[i].name;
   return pv_guard_names_new(d->names, d->nnames, &d->gnames);
 }
@@ -326,9 +326,12 @@ static int map_view(pv_reldir_t *d, const pv_catalog_t *cat, const ent_t *e,
       d->aliases = na;
       *cap = nc;
     }
-    d->aliases[d->naliases++] =
-        (alias_t){e->relid, (int16_t)(i + 1), base,
-                  rel ? rel->table_oid : 0, rel ? rel->subject_attnum : 0};
+    alias_t a = {.relid = e->relid, .attnum = (int16_t)(i + 1), .base = base};
+    if (rel) {
+      a.subject_oid = rel->table_oid;
+      a.subject_attnum = rel->subject_attnum;
+    }
+    d->aliases[d->naliases++] = a;
   }
   pv_guard_result_free(res);
   return PV_OK;

@@ -440,7 +440,7 @@ static int copy_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
     return n;
   out[0] = PV_BE_COPY_DATA;
   pv_put_u32(out + 1, (uint32_t)n + 4);
-  return n + PV_FRAME_HEADER;
+  return n + (int)PV_FRAME_HEADER;
 }
 
 /* One CopyData row of a COPY TO STDOUT. */

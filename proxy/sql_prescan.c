@@ -18,7 +18,9 @@ struct pv_guard_names {
 static void lower_into(char *dst, const char *src, size_t n) {
   for (size_t i = 0; i < n; i++) {
     char ch = src[i];
-    dst[i] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    if (ch >= 'A' && ch <= 'Z')
+      ch = (char)(ch - 'A' + 'a');
+    dst[i] = ch;
   }
   dst[n] = '\0';
 }

@@ -68,7 +68,11 @@ __attribute__((format(printf, 3, 4))) static int fail(pstate_t *p, size_t off,
 
 static bool at_end(const pstate_t *p) { return p->pos >= p->len; }
 
-static char peek(const pstate_t *p) { return at_end(p) ? '\0' : p->s[p->pos]; }
+static char peek(const pstate_t *p) {
+  if (at_end(p))
+    return '\0';
+  return p->s[p->pos];
+}
 
 static void skip_ws(pstate_t *p) {
   while (!at_end(p) && (p->s[p->pos] == ' ' || p->s[p->pos] == '\t' ||
