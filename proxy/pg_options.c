@@ -40,7 +40,9 @@ static int match(const char *kv, const char *name, char *out, size_t cap) {
   if (klen != strlen(name))
     return 0;
   for (size_t i = 0; i < klen; i++) {
-    char a = kv[i] == '-' ? '_' : kv[i], b = name[i];
+    char a = kv[i], b = name[i];
+    if (a == '-')
+      a = '_';
     if (a >= 'A' && a <= 'Z')
       a = (char)(a - 'A' + 'a');
     if (b >= 'A' && b <= 'Z')
@@ -71,10 +73,8 @@ int pv_options_find(const char *options, const char *name, char *out,
       if (n <= 0)
         return n < 0 ? PV_ELIMIT : PV_ESYNTAX;
       kv = w;
-    } else if (strncmp(w, "-c", 2) == 0) {
-      kv = w + 2;
-    } else if (strncmp(w, "--", 2) == 0) {
-      kv = w + 2;
+    } else if (strncmp(w, "-c", 2) == 0 || strncmp(w, "--", 2) == 0) {
+      kv = w + 2; /* -cname=value and --name=value alike */
     }
     if (kv) {
       int rc = match(kv, name, out, cap);

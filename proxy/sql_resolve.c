@@ -377,8 +377,8 @@ static void set_config_call(gctx_t *c, const PgQuery__FuncCall *f) {
     g_refuse(c, "pgveil: %s may only be changed with SET", lname);
     return;
   }
-  if (!strcmp(lname, "standard_conforming_strings") && strcmp(value, "on") &&
-      strcmp(value, "true")) {
+  if (strcmp(lname, "standard_conforming_strings") == 0 &&
+      strcmp(value, "on") != 0 && strcmp(value, "true") != 0) {
     g_refuse(c, "pgveil: standard_conforming_strings must stay on");
     return;
   }

@@ -82,7 +82,9 @@ fail:
 
 int pv_mask_key_derive(const uint8_t *secret, size_t len, const char *purpose,
                        pv_mask_key_t *out) {
-  uint8_t info[8 + PV_MASK_PURPOSE_MAX];
+  /* HKDF info is bytes, not a string: the prefix carries no terminator */
+  static const uint8_t prefix[8] = {'p', 'u', 'r', 'p', 'o', 's', 'e', ':'};
+  uint8_t info[sizeof prefix + PV_MASK_PURPOSE_MAX];
   uint8_t okm[32];
   int rc = PV_EINVAL;
   if (!out)
@@ -94,9 +96,9 @@ int pv_mask_key_derive(const uint8_t *secret, size_t len, const char *purpose,
   size_t plen = strnlen(purpose, PV_MASK_PURPOSE_MAX + 1);
   if (plen > PV_MASK_PURPOSE_MAX)
     goto fail;
-  memcpy(info, "purpose:", 8);
-  memcpy(info + 8, purpose, plen);
-  rc = hkdf(secret, len, info, 8 + plen, okm);
+  memcpy(info, prefix, sizeof prefix);
+  memcpy(info + sizeof prefix, purpose, plen);
+  rc = hkdf(secret, len, info, sizeof prefix + plen, okm);
   if (rc < 0)
     goto fail;
   pv__mask_key_from_raw(okm, sizeof okm, out);

@@ -108,14 +108,13 @@ static void hash_text(const pv_mask_key_t *k, const char *col, const uint8_t *v,
   for (size_t i = 0; i < len && !w->full;) {
     size_t l = seqlen(v + i, len - i);
     uint8_t c = v[i];
-    if (c >= 'a' && c <= 'z')
+    /* a non-ASCII letter we cannot classify becomes a lowercase one */
+    if ((c >= 'a' && c <= 'z') || c >= 0x80)
       tw_byte(w, (uint8_t)('a' + pv__stream_uniform(&st, 26)));
     else if (c >= 'A' && c <= 'Z')
       tw_byte(w, (uint8_t)('A' + pv__stream_uniform(&st, 26)));
     else if (c >= '0' && c <= '9')
       tw_byte(w, (uint8_t)('0' + pv__stream_uniform(&st, 10)));
-    else if (c >= 0x80) /* a letter we cannot classify: a lowercase one */
-      tw_byte(w, (uint8_t)('a' + pv__stream_uniform(&st, 26)));
     else
       tw_byte(w, c);
     i += l;
