@@ -17,11 +17,33 @@ typedef enum {
 } opt_kind_t;
 
 typedef enum {
-  O_LISTEN, O_UPSTREAM, O_WORKERS, O_RULES, O_CONTROL_DSN, O_PASSTHROUGH,
-  O_MAX_MESSAGE, O_MAX_CLIENTS, O_SHUTDOWN, O_CONNECT_TIMEOUT, O_READ_BUFFER,
-  O_HIGH_WATER, O_MAX_STATEMENTS, O_MAX_PORTALS, O_MAX_PENDING, O_TAG_ROWS,
-  O_CHECK, O_HELP, O_VERSION, O_SECRET_FILE, O_TLS_CERT, O_TLS_KEY,
-  O_REQUIRE_TLS, O_UPSTREAM_TLS, O_UPSTREAM_CA, O_AUDIT_LOG, O_ADMIN,
+  O_LISTEN,
+  O_UPSTREAM,
+  O_WORKERS,
+  O_RULES,
+  O_CONTROL_DSN,
+  O_PASSTHROUGH,
+  O_MAX_MESSAGE,
+  O_MAX_CLIENTS,
+  O_SHUTDOWN,
+  O_CONNECT_TIMEOUT,
+  O_READ_BUFFER,
+  O_HIGH_WATER,
+  O_MAX_STATEMENTS,
+  O_MAX_PORTALS,
+  O_MAX_PENDING,
+  O_TAG_ROWS,
+  O_CHECK,
+  O_HELP,
+  O_VERSION,
+  O_SECRET_FILE,
+  O_TLS_CERT,
+  O_TLS_KEY,
+  O_REQUIRE_TLS,
+  O_UPSTREAM_TLS,
+  O_UPSTREAM_CA,
+  O_AUDIT_LOG,
+  O_ADMIN,
 } opt_id_t;
 
 typedef struct {
@@ -60,8 +82,7 @@ static const opt_t OPTS[] = {
      4096, 1073741824},
     {O_MAX_STATEMENTS, "max-statements", "PGVEIL_MAX_STATEMENTS", OPT_UINT, 1,
      10000000},
-    {O_MAX_PORTALS, "max-portals", "PGVEIL_MAX_PORTALS", OPT_UINT, 1,
-     10000000},
+    {O_MAX_PORTALS, "max-portals", "PGVEIL_MAX_PORTALS", OPT_UINT, 1, 10000000},
     {O_MAX_PENDING, "max-pending", "PGVEIL_MAX_PENDING", OPT_UINT, 16,
      10000000},
     {O_TAG_ROWS, "debug-tag-rows", NULL, OPT_FLAG, 0, 0},
@@ -71,41 +92,40 @@ static const opt_t OPTS[] = {
 };
 #define NOPTS (sizeof OPTS / sizeof OPTS[0])
 
-const char *pv_config_usage(void) {
-  return "usage: pgveil --listen HOST:PORT --upstream HOST:PORT [options]\n"
-         "       pgveil --check --rules FILE [--control-dsn DSN]\n"
-         "       pgveil ledger --audit-log FILE --subject ID\n"
-         "\n"
-         "  --listen HOST:PORT          where clients connect (PGVEIL_LISTEN)\n"
-         "  --upstream HOST:PORT        the PostgreSQL server (PGVEIL_UPSTREAM)\n"
-         "  --rules FILE                rules file (PGVEIL_RULES)\n"
-         "  --passthrough               run without rules: nothing is masked\n"
-         "  --control-dsn DSN           libpq DSN for catalog and consent\n"
-         "  --secret-file FILE          secret for hash pseudonyms (>= 16 "
-         "bytes)\n"
-         "  --workers N                 event-loop threads (default: cores)\n"
-         "  --max-message-bytes N       largest message buffered (64 MiB)\n"
-         "  --max-clients N             concurrent clients (10000)\n"
-         "  --shutdown-timeout S        grace for sessions on SIGTERM (30)\n"
-         "  --connect-timeout S         to reach the upstream (10)\n"
-         "  --read-buffer-bytes N       read buffer per direction (16 KiB)\n"
-         "  --write-high-water N        pause reading above this queue (256 "
-         "KiB)\n"
-         "  --max-statements N          prepared statements per session "
-         "(10000)\n"
-         "  --max-portals N             open portals per session (10000)\n"
-         "  --max-pending N             pipelined messages in flight (100000)\n"
-         "  --tls-cert FILE, --tls-key FILE  TLS for clients (PEM)\n"
-         "  --require-tls               refuse clients that do not use TLS\n"
-         "  --upstream-tls MODE         disable|prefer|require|verify-full\n"
-         "  --upstream-ca FILE          CA bundle for verify-full\n"
-         "  --audit-log FILE|-          JSON lines audit log (SIGUSR1 reopens)\n"
-         "  --admin HOST:PORT           /metrics, /healthz, /readyz\n"
-         "  --check                     validate --rules and exit 0 or 1\n"
-         "  --help, --version\n"
-         "Every option NAME may also be given as PGVEIL_NAME in the "
-         "environment\n(upper case, dashes as underscores); flags win.\n";
-}
+/* One literal per line of --help, so each fits in 80 columns. */
+static const char USAGE[] =
+    "usage: pgveil --listen HOST:PORT --upstream HOST:PORT [options]\n"
+    "       pgveil --check --rules FILE [--control-dsn DSN]\n"
+    "       pgveil ledger --audit-log FILE --subject ID\n"
+    "\n"
+    "  --listen HOST:PORT          where clients connect (PGVEIL_LISTEN)\n"
+    "  --upstream HOST:PORT        the PostgreSQL server (PGVEIL_UPSTREAM)\n"
+    "  --rules FILE                rules file (PGVEIL_RULES)\n"
+    "  --passthrough               run without rules: nothing is masked\n"
+    "  --control-dsn DSN           libpq DSN for catalog and consent\n"
+    "  --secret-file FILE          secret for hash pseudonyms (>= 16 bytes)\n"
+    "  --workers N                 event-loop threads (default: cores)\n"
+    "  --max-message-bytes N       largest message buffered (64 MiB)\n"
+    "  --max-clients N             concurrent clients (10000)\n"
+    "  --shutdown-timeout S        grace for sessions on SIGTERM (30)\n"
+    "  --connect-timeout S         to reach the upstream (10)\n"
+    "  --read-buffer-bytes N       read buffer per direction (16 KiB)\n"
+    "  --write-high-water N        pause reading above this queue (256 KiB)\n"
+    "  --max-statements N          prepared statements per session (10000)\n"
+    "  --max-portals N             open portals per session (10000)\n"
+    "  --max-pending N             pipelined messages in flight (100000)\n"
+    "  --tls-cert FILE, --tls-key FILE  TLS for clients (PEM)\n"
+    "  --require-tls               refuse clients that do not use TLS\n"
+    "  --upstream-tls MODE         disable|prefer|require|verify-full\n"
+    "  --upstream-ca FILE          CA bundle for verify-full\n"
+    "  --audit-log FILE|-          JSON lines audit log (SIGUSR1 reopens)\n"
+    "  --admin HOST:PORT           /metrics, /healthz, /readyz\n"
+    "  --check                     validate --rules and exit 0 or 1\n"
+    "  --help, --version\n"
+    "Every option NAME may also be given as PGVEIL_NAME in the environment\n"
+    "(upper case, dashes as underscores); flags win.\n";
+
+const char *pv_config_usage(void) { return USAGE; }
 
 static void set_defaults(pv_config_t *c) {
   memset(c, 0, sizeof *c);
@@ -195,9 +215,9 @@ static int apply(pv_config_t *c, const opt_t *o, const char *val,
   case OPT_UINT:
     rc = parse_uint(val, o, &u);
     if (rc) {
-      snprintf(err, errcap, "%s: expected an integer in [%llu, %llu], got \"%s\"",
-               origin, (unsigned long long)o->min, (unsigned long long)o->max,
-               val);
+      snprintf(err, errcap,
+               "%s: expected an integer in [%llu, %llu], got \"%s\"", origin,
+               (unsigned long long)o->min, (unsigned long long)o->max, val);
       return rc;
     }
     break;
@@ -225,30 +245,72 @@ static int apply(pv_config_t *c, const opt_t *o, const char *val,
     break;
   }
   switch (o->id) {
-  case O_WORKERS: c->workers = (unsigned)u; break;
-  case O_RULES: strcpy(c->rules_path, val); break;
-  case O_CONTROL_DSN: strcpy(c->control_dsn, val); break;
-  case O_SECRET_FILE: strcpy(c->secret_path, val); break;
-  case O_TLS_CERT: strcpy(c->tls_cert, val); break;
-  case O_TLS_KEY: strcpy(c->tls_key, val); break;
-  case O_REQUIRE_TLS: c->require_tls = true; break;
-  case O_UPSTREAM_CA: strcpy(c->upstream_ca, val); break;
-  case O_AUDIT_LOG: strcpy(c->audit_log, val); break;
+  case O_WORKERS:
+    c->workers = (unsigned)u;
+    break;
+  case O_RULES:
+    strcpy(c->rules_path, val);
+    break;
+  case O_CONTROL_DSN:
+    strcpy(c->control_dsn, val);
+    break;
+  case O_SECRET_FILE:
+    strcpy(c->secret_path, val);
+    break;
+  case O_TLS_CERT:
+    strcpy(c->tls_cert, val);
+    break;
+  case O_TLS_KEY:
+    strcpy(c->tls_key, val);
+    break;
+  case O_REQUIRE_TLS:
+    c->require_tls = true;
+    break;
+  case O_UPSTREAM_CA:
+    strcpy(c->upstream_ca, val);
+    break;
+  case O_AUDIT_LOG:
+    strcpy(c->audit_log, val);
+    break;
   case O_UPSTREAM_TLS:
   case O_ADMIN:
     break;
-  case O_PASSTHROUGH: c->passthrough = true; break;
-  case O_MAX_MESSAGE: c->max_message_bytes = (uint32_t)u; break;
-  case O_MAX_CLIENTS: c->max_clients = (uint32_t)u; break;
-  case O_READ_BUFFER: c->read_buffer_bytes = (uint32_t)u; break;
-  case O_HIGH_WATER: c->write_high_water = (uint32_t)u; break;
-  case O_MAX_STATEMENTS: c->max_statements = (uint32_t)u; break;
-  case O_MAX_PORTALS: c->max_portals = (uint32_t)u; break;
-  case O_MAX_PENDING: c->max_pending = (uint32_t)u; break;
-  case O_TAG_ROWS: c->debug_tag_rows = true; break;
-  case O_CHECK: c->mode = PV_MODE_CHECK; break;
-  case O_HELP: c->mode = PV_MODE_HELP; break;
-  case O_VERSION: c->mode = PV_MODE_VERSION; break;
+  case O_PASSTHROUGH:
+    c->passthrough = true;
+    break;
+  case O_MAX_MESSAGE:
+    c->max_message_bytes = (uint32_t)u;
+    break;
+  case O_MAX_CLIENTS:
+    c->max_clients = (uint32_t)u;
+    break;
+  case O_READ_BUFFER:
+    c->read_buffer_bytes = (uint32_t)u;
+    break;
+  case O_HIGH_WATER:
+    c->write_high_water = (uint32_t)u;
+    break;
+  case O_MAX_STATEMENTS:
+    c->max_statements = (uint32_t)u;
+    break;
+  case O_MAX_PORTALS:
+    c->max_portals = (uint32_t)u;
+    break;
+  case O_MAX_PENDING:
+    c->max_pending = (uint32_t)u;
+    break;
+  case O_TAG_ROWS:
+    c->debug_tag_rows = true;
+    break;
+  case O_CHECK:
+    c->mode = PV_MODE_CHECK;
+    break;
+  case O_HELP:
+    c->mode = PV_MODE_HELP;
+    break;
+  case O_VERSION:
+    c->mode = PV_MODE_VERSION;
+    break;
   case O_SHUTDOWN:
   case O_CONNECT_TIMEOUT:
     rc = parse_seconds(val, o->id == O_SHUTDOWN ? &c->shutdown_timeout
