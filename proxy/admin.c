@@ -220,8 +220,7 @@ static void serve_ready(conn_t *c, bool head_only) {
     respond_text(c, 503, "Service Unavailable", body, head_only);
 }
 
-/* ---- Request parsing ------------------------------------------------------
- */
+/* ---- Request parsing ----------------------------------------------------- */
 
 static bool is_tchar(char ch) {
   return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -389,8 +388,7 @@ static void on_connection(uv_stream_t *server, int status) {
     conn_close(c);
 }
 
-/* ---- Thread ---------------------------------------------------------------
- */
+/* ---- Thread -------------------------------------------------------------- */
 
 static void on_stop(uv_async_t *as) {
   pv_admin_t *a = as->data;

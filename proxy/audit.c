@@ -271,8 +271,7 @@ int pv_audit_format_entry(const pv_audit_entry_t *e, char *out, size_t cap) {
   return (int)b.len;
 }
 
-/* ---- fingerprint ----------------------------------------------------------
- */
+/* ---- fingerprint --------------------------------------------------------- */
 
 typedef struct {
   XXH3_state_t st;
@@ -423,8 +422,7 @@ uint64_t pv_audit_fingerprint(const char *s, size_t len) {
   return h ? h : 1; /* 0 means "none" in entries */
 }
 
-/* ---- explanation ------------------------------------------------------------
- */
+/* ---- explanation --------------------------------------------------------- */
 
 static const char *verb(const pv_action_t *a) {
   switch (a->kind) {

@@ -36,9 +36,8 @@ static int next_raw(const pv_copy_opts_t *f, const uint8_t *r, size_t len,
     for (;;) {
       if (p >= len)
         return PV_EPROTO;
-      if (r[p] == (uint8_t)f->escape && f->escape != f->quote &&
-          p + 1 < len && (r[p + 1] == (uint8_t)f->quote ||
-                          r[p + 1] == (uint8_t)f->escape)) {
+      if (r[p] == (uint8_t)f->escape && f->escape != f->quote && p + 1 < len &&
+          (r[p + 1] == (uint8_t)f->quote || r[p + 1] == (uint8_t)f->escape)) {
         p += 2;
         continue;
       }
@@ -102,12 +101,24 @@ static size_t unescape_text(const uint8_t *s, size_t n, uint8_t *o) {
     }
     uint8_t c = s[++i];
     switch (c) {
-    case 'b': o[k++] = '\b'; break;
-    case 'f': o[k++] = '\f'; break;
-    case 'n': o[k++] = '\n'; break;
-    case 'r': o[k++] = '\r'; break;
-    case 't': o[k++] = '\t'; break;
-    case 'v': o[k++] = '\v'; break;
+    case 'b':
+      o[k++] = '\b';
+      break;
+    case 'f':
+      o[k++] = '\f';
+      break;
+    case 'n':
+      o[k++] = '\n';
+      break;
+    case 'r':
+      o[k++] = '\r';
+      break;
+    case 't':
+      o[k++] = '\t';
+      break;
+    case 'v':
+      o[k++] = '\v';
+      break;
     case 'x': {
       int v = 0, d = 0;
       while (d < 2 && i + 1 < n && hexval(s[i + 1]) >= 0)
@@ -132,16 +143,15 @@ static size_t unescape_text(const uint8_t *s, size_t n, uint8_t *o) {
   return k;
 }
 
-static size_t unescape_csv(const pv_copy_opts_t *f, const uint8_t *s,
-                           size_t n, bool quoted, uint8_t *o) {
+static size_t unescape_csv(const pv_copy_opts_t *f, const uint8_t *s, size_t n,
+                           bool quoted, uint8_t *o) {
   if (!quoted) {
     memcpy(o, s, n);
     return n;
   }
   size_t k = 0;
   for (size_t i = 1; i + 1 < n; i++) { /* inside the outer quotes */
-    if ((s[i] == (uint8_t)f->escape || s[i] == (uint8_t)f->quote) &&
-        i + 2 < n)
+    if ((s[i] == (uint8_t)f->escape || s[i] == (uint8_t)f->quote) && i + 2 < n)
       i++;
     o[k++] = s[i];
   }
@@ -157,8 +167,8 @@ static size_t unescape(const pv_copy_opts_t *f, const uint8_t *r,
 
 /* Encodes a value for the output; returns bytes written (o may be NULL to
  * count only). */
-static size_t escape_value(const pv_copy_opts_t *f, const uint8_t *v,
-                           size_t n, uint8_t *o) {
+static size_t escape_value(const pv_copy_opts_t *f, const uint8_t *v, size_t n,
+                           uint8_t *o) {
   size_t k = 0;
   if (f->csv) {
     if (o)
@@ -181,13 +191,27 @@ static size_t escape_value(const pv_copy_opts_t *f, const uint8_t *v,
   for (size_t i = 0; i < n; i++) {
     uint8_t c = v[i], e = 0;
     switch (c) {
-    case '\\': e = '\\'; break;
-    case '\n': e = 'n'; break;
-    case '\r': e = 'r'; break;
-    case '\t': e = 't'; break;
-    case '\b': e = 'b'; break;
-    case '\f': e = 'f'; break;
-    case '\v': e = 'v'; break;
+    case '\\':
+      e = '\\';
+      break;
+    case '\n':
+      e = 'n';
+      break;
+    case '\r':
+      e = 'r';
+      break;
+    case '\t':
+      e = 't';
+      break;
+    case '\b':
+      e = 'b';
+      break;
+    case '\f':
+      e = 'f';
+      break;
+    case '\v':
+      e = 'v';
+      break;
     default:
       if (c == (uint8_t)f->delim)
         e = c;
@@ -222,9 +246,9 @@ static size_t put_null(const pv_copy_opts_t *f, uint8_t *o) {
 }
 
 int pv_copy_rewrite_row(const pv_row_actions_t *ra, const uint8_t *consent,
-                        const pv_copy_opts_t *f, const uint8_t *row,
-                        size_t len, uint8_t *out, size_t cap, size_t *needed,
-                        uint8_t *tmp, size_t tmpcap) {
+                        const pv_copy_opts_t *f, const uint8_t *row, size_t len,
+                        uint8_t *out, size_t cap, size_t *needed, uint8_t *tmp,
+                        size_t tmpcap) {
   if (tmpcap < len)
     return PV_ELIMIT;
   /* Bound: raw copy of everything plus, per acted field, the escaped
@@ -241,8 +265,8 @@ int pv_copy_rewrite_row(const pv_row_actions_t *ra, const uint8_t *consent,
       return PV_EPROTO;
     const pv_action_t *a = effective(&ra->cols[i], consent, i);
     if (a && a->kind != PV_ACT_CLEAR)
-      bound += 2 * pv_mask_out_max(a, ra->cols[i].type_oid,
-                                   ra->cols[i].typmod, rf.end - rf.start) +
+      bound += 2 * pv_mask_out_max(a, ra->cols[i].type_oid, ra->cols[i].typmod,
+                                   rf.end - rf.start) +
                PV_COPY_NULL_MAX + 2;
     i++;
   }

@@ -86,8 +86,7 @@ int pv_scrub_error(const pv_msg_t *m, uint8_t *out, size_t cap) {
     return PV_ELIMIT;
   if (unsafe) {
     char msg[96];
-    snprintf(msg, sizeof msg,
-             "pgveil: %s (SQLSTATE %s); details withheld",
+    snprintf(msg, sizeof msg, "pgveil: %s (SQLSTATE %s); details withheld",
              m->type == 'N' ? "notice" : "error", state);
     if (!put_field(&p, end, 'M', msg))
       return PV_ELIMIT;

@@ -32,8 +32,7 @@ void pv_guard_cache_free(pv_guard_cache_t *c) {
   free(c);
 }
 
-const pv_guard_result_t *pv_guard_cache_get(pv_guard_cache_t *c,
-                                            uint64_t key) {
+const pv_guard_result_t *pv_guard_cache_get(pv_guard_cache_t *c, uint64_t key) {
   slot_t *s = &c->slots[key & c->mask];
   return s->res && s->key == key ? s->res : NULL;
 }

@@ -14,10 +14,14 @@ void pv_log_set_level(pv_log_level_t level) { min_level = level; }
 
 static const char *level_name(pv_log_level_t l) {
   switch (l) {
-  case PV_LOG_DEBUG: return "debug";
-  case PV_LOG_INFO: return "info";
-  case PV_LOG_WARN: return "warn";
-  case PV_LOG_ERROR: return "error";
+  case PV_LOG_DEBUG:
+    return "debug";
+  case PV_LOG_INFO:
+    return "info";
+  case PV_LOG_WARN:
+    return "warn";
+  case PV_LOG_ERROR:
+    return "error";
   }
   return "info";
 }

@@ -14,9 +14,9 @@
 #include "pgveil/audit.h"
 #include "pgveil/config.h"
 #include "pgveil/control.h"
-#include "pgveil/policy.h"
 #include "pgveil/log.h"
 #include "pgveil/metrics.h"
+#include "pgveil/policy.h"
 #include "pgveil/tls.h"
 #include "pgveil/worker.h"
 
@@ -202,15 +202,14 @@ static int serve(const pv_config_t *cfg) {
   if (admin_fd >= 0 &&
       pv_admin_start(admin_fd, &shared, &admin, aerr, sizeof aerr) != PV_OK)
     pv_log(PV_LOG_ERROR, "%s; serving without the admin endpoint", aerr);
-  pv_log(PV_LOG_INFO,
-         "listening on %s:%u, upstream %s:%u, %u workers, pid %d",
+  pv_log(PV_LOG_INFO, "listening on %s:%u, upstream %s:%u, %u workers, pid %d",
          cfg->listen_host, cfg->listen_port, cfg->upstream_host,
          cfg->upstream_port, n, (int)getpid());
   uv_run(loop, UV_RUN_DEFAULT);
   for (unsigned i = 0; i < n; i++)
     pv_worker_join(&m.workers[i]);
   pv_audit_stop(shared.audit); /* every producer has stopped */
-  pv_admin_stop(admin); /* reads what follows: stop it first */
+  pv_admin_stop(admin);        /* reads what follows: stop it first */
   pv_consent_store_stop(shared.consent);
   pv_control_stop(shared.control);
   pv_policy_holder_dispose(&holder);
@@ -231,7 +230,6 @@ fail: /* before any worker runs: release what the exit checker would flag */
   pv_tls_free(shared.tls);
   return rc;
 }
-
 
 static const char *env_get(const char *name) { return getenv(name); }
 

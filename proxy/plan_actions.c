@@ -73,8 +73,8 @@ static const pv_catalog_col_t *lookup(const pv_catalog_t *cat,
 
 int pv_plan_actions_build(const pv_result_col_t *cols, uint16_t ncols,
                           const pv_catalog_t *cat, const pv_reldir_t *dir,
-                          int purpose,
-                          const pv_mask_key_t *key, pv_row_actions_t **out) {
+                          int purpose, const pv_mask_key_t *key,
+                          pv_row_actions_t **out) {
   *out = NULL;
   size_t strings = 0;
   for (uint16_t i = 0; i < ncols; i++) {
@@ -109,12 +109,11 @@ int pv_plan_actions_build(const pv_result_col_t *cols, uint16_t ncols,
 }
 
 int pv_plan_actions_for_plan(const pv_plan_t *plan, const pv_catalog_t *cat,
-                             const pv_reldir_t *dir, int purpose, const pv_mask_key_t *key,
-                             pv_row_actions_t **out) {
+                             const pv_reldir_t *dir, int purpose,
+                             const pv_mask_key_t *key, pv_row_actions_t **out) {
   pv_result_col_t stackcols[64] = {{0}};
-  pv_result_col_t *cols = plan->ncols <= 64
-                              ? stackcols
-                              : malloc(plan->ncols * sizeof *cols);
+  pv_result_col_t *cols =
+      plan->ncols <= 64 ? stackcols : malloc(plan->ncols * sizeof *cols);
   if (!cols)
     return PV_ENOMEM;
   for (uint16_t i = 0; i < plan->ncols; i++) {

@@ -352,13 +352,13 @@ static int make_aliases(pv_reldir_t *d, const pv_catalog_t *cat) {
   return PV_OK;
 }
 
-const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir,
-                                        uint32_t relid, int16_t attnum) {
+const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir, uint32_t relid,
+                                        int16_t attnum) {
   if (!dir || !dir->naliases)
     return NULL;
   alias_t key = {relid, attnum, NULL, 0, 0};
-  const alias_t *a = bsearch(&key, dir->aliases, dir->naliases,
-                             sizeof key, alias_cmp);
+  const alias_t *a =
+      bsearch(&key, dir->aliases, dir->naliases, sizeof key, alias_cmp);
   return a ? a->base : NULL;
 }
 
@@ -368,8 +368,8 @@ bool pv_reldir_subject_alias(const pv_reldir_t *dir, uint32_t relid,
   if (!dir || !dir->naliases)
     return false;
   alias_t key = {relid, attnum, NULL, 0, 0};
-  const alias_t *a = bsearch(&key, dir->aliases, dir->naliases,
-                             sizeof key, alias_cmp);
+  const alias_t *a =
+      bsearch(&key, dir->aliases, dir->naliases, sizeof key, alias_cmp);
   if (!a || a->base)
     return false;
   *table_oid = a->subject_oid;

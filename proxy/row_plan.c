@@ -70,8 +70,7 @@ typedef struct {
   size_t named;
 } map_t;
 
-/* ---- FIFO entries ---------------------------------------------------------
- */
+/* ---- FIFO entries -------------------------------------------------------- */
 
 enum {
   E_QUERY = 1,
@@ -119,8 +118,7 @@ struct pv_tracker {
   size_t inject_cap;
 };
 
-/* ---- plans ----------------------------------------------------------------
- */
+/* ---- plans --------------------------------------------------------------- */
 
 static void plan_release(pv_plan_t *p) {
   if (!p || --p->refs)
@@ -206,8 +204,7 @@ static pv_plan_t *plan_with_formats(pv_tracker_t *t, const pv_plan_t *base,
   return p;
 }
 
-/* ---- objects --------------------------------------------------------------
- */
+/* ---- objects ------------------------------------------------------------- */
 
 static uint64_t name_hash(const char *s) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a: names are short */
@@ -356,8 +353,7 @@ static int map_replace(map_t *m, obj_t *nw, obj_t **prev) {
   return map_insert(m, nw);
 }
 
-/* ---- FIFO -----------------------------------------------------------------
- */
+/* ---- FIFO ---------------------------------------------------------------- */
 
 static entry_t *ring_at(const pv_tracker_t *t, size_t i) {
   return &t->ring[(t->head + i) % t->cap];
@@ -474,8 +470,7 @@ static size_t ring_find(const pv_tracker_t *t, uint8_t a, uint8_t b,
   return t->len;
 }
 
-/* ---- lifecycle ------------------------------------------------------------
- */
+/* ---- lifecycle ----------------------------------------------------------- */
 
 pv_tracker_t *pv_tracker_new(const pv_tracker_limits_t *lim) {
   pv_tracker_t *t = calloc(1, sizeof *t);
@@ -506,8 +501,7 @@ size_t pv_tracker_statements(const pv_tracker_t *t) { return t->stmts.count; }
 size_t pv_tracker_portals(const pv_tracker_t *t) { return t->portals.count; }
 uint8_t pv_tracker_tx_status(const pv_tracker_t *t) { return t->tx; }
 
-/* ---- frontend -------------------------------------------------------------
- */
+/* ---- frontend ------------------------------------------------------------ */
 
 static int fe_query(pv_tracker_t *t, const pv_msg_t *m) {
   pv_fe_query_t q;
@@ -749,8 +743,7 @@ int pv_tracker_frontend(pv_tracker_t *t, const pv_msg_t *m,
   }
 }
 
-/* ---- backend --------------------------------------------------------------
- */
+/* ---- backend ------------------------------------------------------------- */
 
 /* The plan rows of portal p arrive in, building it from the statement's
  * columns and the Bind's format codes on first use. OUT: *out, NULL when

@@ -82,8 +82,7 @@ static const pv_action_t *effective(const pv_col_action_t *c,
 
 /* Upper bound of the rewritten row, or PV_EPROTO. */
 static int64_t rewritten_bound(const pv_row_actions_t *ra,
-                               const uint8_t *consent,
-                               const pv_msg_t *m) {
+                               const uint8_t *consent, const pv_msg_t *m) {
   pv_be_datarow_iter_t it;
   if (pv_be_datarow_begin(m, &it) != PV_OK || it.nfields != ra->ncols)
     return PV_EPROTO;

@@ -560,8 +560,7 @@ void pv_sess_audit_peer(pv_session_t *s) {
   }
 }
 
-/* ---- the disclosure ledger ------------------------------------------------
- */
+/* ---- the disclosure ledger ----------------------------------------------- */
 
 static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
                          int32_t *len) {
@@ -671,8 +670,7 @@ static void disclosed(pv_session_t *s, uint64_t key, const pv_row_actions_t *ra,
   }
 }
 
-/* ---- explanations ---------------------------------------------------------
- */
+/* ---- explanations -------------------------------------------------------- */
 
 static int emit_notice(emit_t *e, const char *text) {
   size_t cap = strlen(text) + 64;

@@ -60,11 +60,10 @@ static const char *const TOOL_STATEMENTS[] = {
 };
 
 static bool tool_statement(const char *sql, size_t len) {
-  while (len && (sql[len - 1] == ';' || sql[len - 1] == ' ' ||
-                 sql[len - 1] == '\n'))
+  while (len &&
+         (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n'))
     len--;
-  for (size_t i = 0; i < sizeof TOOL_STATEMENTS / sizeof *TOOL_STATEMENTS;
-       i++)
+  for (size_t i = 0; i < sizeof TOOL_STATEMENTS / sizeof *TOOL_STATEMENTS; i++)
     if (strlen(TOOL_STATEMENTS[i]) == len &&
         memcmp(TOOL_STATEMENTS[i], sql, len) == 0)
       return true;
@@ -176,13 +175,14 @@ static const char *plan_copy(pv_session_t *s, const pv_guard_stmt_t *st,
     const char *tab = cp->is_query ? st->outcols[i].table : cp->table;
     const char *col = cp->is_query ? st->outcols[i].column : cp->columns[i];
     const pv_catalog_col_t *c =
-        sch && tab && col ? pv_catalog_column_by_name(cat, sch, tab, col) : NULL;
+        sch && tab && col ? pv_catalog_column_by_name(cat, sch, tab, col)
+                          : NULL;
     const pv_catalog_rel_t *rel =
         !c && sch && tab && col ? pv_catalog_relation_by_name(cat, sch, tab)
                                 : NULL;
     if (c)
-      cols[i] = (pv_result_col_t){c->table_oid, c->attnum, c->type_oid,
-                                  c->typmod, 0};
+      cols[i] =
+          (pv_result_col_t){c->table_oid, c->attnum, c->type_oid, c->typmod, 0};
     else if (rel && strcmp(rel->table->subject, col) == 0)
       cols[i] = (pv_result_col_t){rel->table_oid, rel->subject_attnum,
                                   rel->subject_type_oid, rel->subject_typmod,
@@ -294,8 +294,9 @@ int pv_sess_client_msg(pv_session_t *s, emit_t *e, const pv_msg_t *m,
   }
   pv_msg_t repl = {0};
   size_t repl_len = 0;
-  if (s->policy && (m->type == PV_FE_QUERY || m->type == PV_FE_PARSE ||
-                    m->type == PV_FE_BIND || m->type == PV_FE_EXECUTE) &&
+  if (s->policy &&
+      (m->type == PV_FE_QUERY || m->type == PV_FE_PARSE ||
+       m->type == PV_FE_BIND || m->type == PV_FE_EXECUTE) &&
       pv_sess_refresh_policy(s) != PV_OK)
     return PV_ESTATE;
   if (s->policy && (m->type == PV_FE_QUERY || m->type == PV_FE_PARSE)) {

@@ -114,10 +114,10 @@ struct pv_session {
                       whose multibyte characters may hide quote/backslash
                       bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) */
   bool scs_off, enc_unsafe;
-  uint8_t *flags;             /* per-row consent flags, one per column */
+  uint8_t *flags; /* per-row consent flags, one per column */
   size_t flags_cap;
-  struct pv_sess_audit *audit; /* session_audit.c: audit log, ledger and
-                                  explanations; NULL until needed */
+  struct pv_sess_audit *audit;   /* session_audit.c: audit log, ledger and
+                                    explanations; NULL until needed */
   char client_addr[64];          /* "host:port" of the client */
   char app_name[NAME_MAX_BYTES]; /* application_name at startup */
   bool sasl_stripped; /* -PLUS mechanisms removed from AuthenticationSASL */
@@ -185,8 +185,7 @@ PV_WARN_UNUSED int pv_sess_server_msg(pv_session_t *s, emit_t *e,
 /* The guard's analysis of the Query/Parse being handled (NULL: none). */
 void pv_sess_audit_note(pv_session_t *s, const pv_guard_result_t *res);
 /* A Query/Parse refused for `why`: one audit entry now. */
-void pv_sess_audit_refused(pv_session_t *s, const pv_msg_t *m,
-                           const char *why);
+void pv_sess_audit_refused(pv_session_t *s, const pv_msg_t *m, const char *why);
 /* Every client message after the guard (refused: it was replaced). */
 void pv_sess_audit_client(pv_session_t *s, const pv_msg_t *m, bool refused);
 /* Every server message not swallowed, before it is emitted: row counts,

@@ -152,10 +152,9 @@ static const pv_row_actions_t *plan_actions(pv_session_t *s,
   if (pe && pe->generation == gen)
     return pe->ra;
   pv_row_actions_t *ra = NULL;
-  if (pv_plan_actions_for_plan(plan, pv_policy_db_catalog(s->db),
-                               pv_policy_db_reldir(s->db), s->purpose,
-                               pv_policy_key(s->policy, s->purpose),
-                               &ra) != PV_OK)
+  if (pv_plan_actions_for_plan(
+          plan, pv_policy_db_catalog(s->db), pv_policy_db_reldir(s->db),
+          s->purpose, pv_policy_key(s->policy, s->purpose), &ra) != PV_OK)
     return NULL;
   if (!pe) {
     pe = malloc(sizeof *pe);
@@ -206,8 +205,8 @@ static int tag_fn(const void *ctx, const pv_msg_t *m, uint8_t *out, size_t cap,
  * standard_conforming_strings on; otherwise restricted sessions are refused
  * every statement (session_guard.c). */
 static void note_parameter(pv_session_t *s, const pv_msg_t *m) {
-  static const char *const unsafe_enc[] = {"SJIS", "SHIFT_JIS_2004", "BIG5",
-                                           "GBK", "UHC", "GB18030", "JOHAB"};
+  static const char *const unsafe_enc[] = {
+      "SJIS", "SHIFT_JIS_2004", "BIG5", "GBK", "UHC", "GB18030", "JOHAB"};
   const char *name, *value;
   if (pv_be_parameter_status_decode(m, &name, &value) != PV_OK)
     return;
@@ -327,8 +326,8 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     return PV_OK;
   }
   uint64_t t0 = pv_metrics_sample(s->w->metrics) ? uv_hrtime() : 0;
-  mask_ctx_t ctx = {ra, ra->ngated ? row_consent(s, ra, datarow_field, m)
-                                   : NULL};
+  mask_ctx_t ctx = {ra,
+                    ra->ngated ? row_consent(s, ra, datarow_field, m) : NULL};
   int arc = pv_sess_audit_row(s, e, eff->plan, ra, ctx.consent, m);
   if (arc)
     return arc;
@@ -416,8 +415,8 @@ static int copy_field(const void *row, uint16_t j, const uint8_t **val,
   const copy_ctx_t *c = row;
   size_t vlen;
   bool is_null;
-  int rc = pv_copy_field(c->opts, c->m->body, c->m->len, j, c->tmp,
-                         c->tmpcap, &vlen, &is_null);
+  int rc = pv_copy_field(c->opts, c->m->body, c->m->len, j, c->tmp, c->tmpcap,
+                         &vlen, &is_null);
   if (rc)
     return rc;
   *val = c->tmp;

@@ -15,7 +15,7 @@
 #define NK(x) PG_QUERY__NODE__NODE_##x
 #define CURSOR_OPT_BINARY 0x0001
 
-/* ---- Arena ---------------------------------------------------------------- */
+/* ---- Arena --------------------------------------------------------------- */
 
 void *ga_alloc(garena_t *a, size_t n) {
   n = (n + 15) & ~(size_t)15;
@@ -95,10 +95,9 @@ void g_refuse_unknown(gctx_t *c, const char *what) {
 
 void g_touch(gctx_t *c, const gprot_t *p) {
   for (size_t i = 0; i < c->ntouched; i++)
-    if (c->touched[i] == p ||
-        (!strcmp(c->touched[i]->schema, p->schema) &&
-         !strcmp(c->touched[i]->table, p->table) &&
-         !strcmp(c->touched[i]->column, p->column)))
+    if (c->touched[i] == p || (!strcmp(c->touched[i]->schema, p->schema) &&
+                               !strcmp(c->touched[i]->table, p->table) &&
+                               !strcmp(c->touched[i]->column, p->column)))
       return;
   if (c->ntouched == c->captouched) {
     size_t nc = c->captouched ? c->captouched * 2 : 8;
@@ -220,7 +219,7 @@ static void no_protected_out(gctx_t *c, const gcol_t *out, size_t n,
     }
 }
 
-/* ---- DML ------------------------------------------------------------------ */
+/* ---- DML ----------------------------------------------------------------- */
 
 static gscope_t *new_scope(gctx_t *c, gscope_t *parent) {
   gscope_t *s = ga_alloc(c->work, sizeof *s);
@@ -231,7 +230,8 @@ static gscope_t *new_scope(gctx_t *c, gscope_t *parent) {
   return s;
 }
 
-static gitem_t *target_rel(gctx_t *c, gscope_t *sc, const PgQuery__RangeVar *rv) {
+static gitem_t *target_rel(gctx_t *c, gscope_t *sc,
+                           const PgQuery__RangeVar *rv) {
   if (!rv) {
     g_refuse_unknown(c, "statement without target");
     return NULL;
@@ -412,7 +412,7 @@ int g_analyze_stmt_node(gctx_t *c, const PgQuery__Node *n, gscope_t *parent,
   }
 }
 
-/* ---- SET / RESET / SHOW --------------------------------------------------- */
+/* ---- SET / RESET / SHOW -------------------------------------------------- */
 
 static void apply_search_path(gctx_t *c, const PgQuery__VariableSetStmt *v) {
   const char **sp = ga_alloc(c->work, (v->n_args + 1) * sizeof *sp);
@@ -478,8 +478,9 @@ static void variable_set(gctx_t *c, const PgQuery__VariableSetStmt *v) {
       !truthy(st->set_value ? st->set_value : "off")) {
     /* the guard parses with standard strings: turning them off would let
      * the server read a statement differently from the guard */
-    g_refuse(c, "pgveil: standard_conforming_strings must stay on under "
-                "purpose \"%s\"",
+    g_refuse(c,
+             "pgveil: standard_conforming_strings must stay on under "
+             "purpose \"%s\"",
              c->purpose_name);
     return;
   }
@@ -488,7 +489,7 @@ static void variable_set(gctx_t *c, const PgQuery__VariableSetStmt *v) {
     apply_search_path(c, v);
 }
 
-/* ---- COPY ----------------------------------------------------------------- */
+/* ---- COPY ---------------------------------------------------------------- */
 
 static void copy_options(gctx_t *c, const PgQuery__CopyStmt *s,
                          pv_guard_copy_t *cp) {
@@ -526,8 +527,9 @@ static void copy_stmt(gctx_t *c, const PgQuery__CopyStmt *s) {
   cp->is_stdio = g_empty(s->filename) && !s->is_program;
   copy_options(c, s, cp);
   if (!cp->is_stdio)
-    g_refuse(c, "pgveil: COPY to or from a server file or program is not "
-                "allowed under purpose \"%s\"",
+    g_refuse(c,
+             "pgveil: COPY to or from a server file or program is not "
+             "allowed under purpose \"%s\"",
              c->purpose_name);
   const char *why = cp->format == PV_COPY_BINARY
                         ? "a binary COPY (it cannot be rewritten)"
@@ -904,7 +906,7 @@ static void utility_stmt(gctx_t *c, const PgQuery__Node *n) {
   }
 }
 
-/* ---- Driver ---------------------------------------------------------------- */
+/* ---- Driver -------------------------------------------------------------- */
 
 static int build_touched(gctx_t *c) {
   pv_guard_stmt_t *st = c->st;
@@ -996,8 +998,8 @@ static void analyze_all(gctx_t *c, pv_guard_result_t *r, const char *sql) {
     parse_failed(c, r, NULL);
     goto done;
   }
-  r->stmts = tree->n_stmts ? ga_alloc(c->res, tree->n_stmts * sizeof *r->stmts)
-                           : NULL;
+  r->stmts =
+      tree->n_stmts ? ga_alloc(c->res, tree->n_stmts * sizeof *r->stmts) : NULL;
   if (tree->n_stmts && !r->stmts) {
     c->err = PV_ENOMEM;
     goto done;

@@ -88,8 +88,8 @@ typedef struct {
   bool restricted;
   /* current statement */
   pv_guard_stmt_t *st;
-  bool stop;      /* refused (message set) */
-  bool hard;      /* refusal holds even for unrestricted sessions */
+  bool stop; /* refused (message set) */
+  bool hard; /* refusal holds even for unrestricted sessions */
   unsigned max_depth, max_view_depth;
   bool view_top;        /* next g_select is a view body's top level */
   bool discard_targets; /* next g_select is an EXISTS sub-query */
@@ -98,7 +98,7 @@ typedef struct {
   int err;        /* PV_ENOMEM or callback error: whole analysis fails */
   unsigned depth; /* recursion */
   unsigned view_depth;
-  bool taint_only;  /* view body target list: taint instead of refuse */
+  bool taint_only;    /* view body target list: taint instead of refuse */
   const char *clause; /* for messages */
   const char *const *search_path; /* may change after SET search_path */
   size_t nsearch_path;
@@ -134,8 +134,7 @@ gitem_t *g_relation(gctx_t *c, const PgQuery__RangeVar *rv, const char *alias,
 void g_scope_add(gctx_t *c, gscope_t *sc, gitem_t *it, bool top);
 /* Expands a target list (handles `*`), appending to out. */
 void g_target_list(gctx_t *c, gscope_t *sc, PgQuery__Node **tl, size_t n,
-                   guse_t use, gcol_t **out, size_t *nout,
-                   const char ***names);
+                   guse_t use, gcol_t **out, size_t *nout, const char ***names);
 void g_with(gctx_t *c, gscope_t *sc, const PgQuery__WithClause *w);
 const char *g_str(const PgQuery__Node *n); /* String node value or NULL */
 bool g_empty(const char *s);
@@ -145,7 +144,7 @@ bool g_func_safe_name(const char *name); /* on the built-in safe list */
 bool g_func_reads_sql(const char *name); /* never safe (runs SQL etc.) */
 bool g_op_safe(const char *op);
 bool g_rel_denied(const char *name); /* pg_stats, pg_statistic, ... */
-bool g_prescan_keyword(const char *lower, size_t len); /* forces a parse */
+bool g_prescan_keyword(const char *lower, size_t len);  /* forces a parse */
 bool g_prescan_paren_ok(const char *lower, size_t len); /* `word (` ok */
 
 #endif

@@ -151,7 +151,7 @@ bool pv_guard_prescan(const pv_guard_names_t *names, const char *sql,
     unsigned char ch = (unsigned char)sql[i];
     if ((ch == 'u' || ch == 'U') && i + 2 < len && sql[i + 1] == '&' &&
         (sql[i + 2] == '"' || sql[i + 2] == '\''))
-      return true; /* Unicode escapes can spell any name */
+      return true;   /* Unicode escapes can spell any name */
     if (ch == '"') { /* quoted identifier: compare its content too */
       size_t j = i + 1, n = 0;
       while (j < len) {

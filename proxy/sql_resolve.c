@@ -21,7 +21,7 @@ static bool streq(const char *a, const char *b) {
   return a && b && strcmp(a, b) == 0;
 }
 
-/* ---- Scopes --------------------------------------------------------------- */
+/* ---- Scopes -------------------------------------------------------------- */
 
 static bool grow(gctx_t *c, void *pp, size_t *cap, size_t n, size_t elem) {
   void **p = (void **)pp;
@@ -129,8 +129,8 @@ static gcol_t clean_col(const char *name) {
 static const gcol_t *best_in_item(const gitem_t *it, const char *name) {
   const gcol_t *best = NULL;
   for (size_t i = 0; i < it->ncols; i++)
-    if (streq(it->cols[i].name, name) && (!best || (!best->prot &&
-                                                    it->cols[i].prot)))
+    if (streq(it->cols[i].name, name) &&
+        (!best || (!best->prot && it->cols[i].prot)))
       best = &it->cols[i];
   return best;
 }
@@ -221,7 +221,8 @@ static gcol_t column_ref(gctx_t *c, gscope_t *sc, const PgQuery__ColumnRef *cr,
         r = whole_row(c, sc->top[i], use);
       return r;
     }
-    const gitem_t *it = find_named(sc, n >= 3 ? f[n - 3] : NULL, f[n - 2], NULL);
+    const gitem_t *it =
+        find_named(sc, n >= 3 ? f[n - 3] : NULL, f[n - 2], NULL);
     if (!it) {
       g_refuse(c, "pgveil: could not resolve \"%s.*\"", f[n - 2]);
       return clean_col("?column?");
@@ -355,8 +356,9 @@ static void set_config_call(gctx_t *c, const PgQuery__FuncCall *f) {
   bool local;
   if (f->n_args != 3 || !const_text(f->args[0], &name) ||
       !const_text(f->args[1], &value) || !const_bool(f->args[2], &local)) {
-    g_refuse(c, "pgveil: set_config() needs constant arguments under purpose "
-                "\"%s\"",
+    g_refuse(c,
+             "pgveil: set_config() needs constant arguments under purpose "
+             "\"%s\"",
              c->purpose_name);
     return;
   }
@@ -393,7 +395,8 @@ static void window_def(gctx_t *c, gscope_t *sc, const PgQuery__WindowDef *w) {
     return;
   const char *saved = c->clause;
   c->clause = "a window definition";
-  exprs(c, sc, w->partition_clause, w->n_partition_clause, U_PRED, &(gcol_t){0});
+  exprs(c, sc, w->partition_clause, w->n_partition_clause, U_PRED,
+        &(gcol_t){0});
   for (size_t i = 0; i < w->n_order_clause && g_ok(c); i++) {
     const PgQuery__Node *o = w->order_clause[i];
     if (o->node_case == NK(SORT_BY) && o->sort_by)
@@ -425,8 +428,9 @@ static gcol_t func_call(gctx_t *c, gscope_t *sc, const PgQuery__FuncCall *f,
   c->clause = "an aggregate ORDER BY";
   for (size_t i = 0; i < f->n_agg_order && g_ok(c); i++) {
     const PgQuery__Node *o = f->agg_order[i];
-    (void)g_expr(c, sc, o->node_case == NK(SORT_BY) && o->sort_by
-                            ? o->sort_by->node : o, U_PRED);
+    (void)g_expr(
+        c, sc, o->node_case == NK(SORT_BY) && o->sort_by ? o->sort_by->node : o,
+        U_PRED);
   }
   c->clause = "an aggregate FILTER";
   if (f->agg_filter)
@@ -608,8 +612,8 @@ gcol_t g_expr(gctx_t *c, gscope_t *sc, const PgQuery__Node *n, guse_t use) {
     exprs(c, sc, n->min_max_expr->args, n->min_max_expr->n_args, U_EXPR, &r);
     break;
   case NK(A_ARRAY_EXPR):
-    exprs(c, sc, n->a_array_expr->elements, n->a_array_expr->n_elements,
-          U_EXPR, &r);
+    exprs(c, sc, n->a_array_expr->elements, n->a_array_expr->n_elements, U_EXPR,
+          &r);
     break;
   case NK(ROW_EXPR):
     exprs(c, sc, n->row_expr->args, n->row_expr->n_args, U_EXPR, &r);
@@ -735,8 +739,8 @@ static void view_cols(gctx_t *c, gitem_t **itp, const pv_guard_rel_t *rel) {
   PgQueryProtobufParseResult pr = pg_query_parse_protobuf(rel->view_sql);
   PgQuery__ParseResult *tree = NULL;
   if (!pr.error)
-    tree = pg_query__parse_result__unpack(
-        NULL, pr.parse_tree.len, (const uint8_t *)pr.parse_tree.data);
+    tree = pg_query__parse_result__unpack(NULL, pr.parse_tree.len,
+                                          (const uint8_t *)pr.parse_tree.data);
   if (!tree || tree->n_stmts != 1 || !tree->stmts[0]->stmt ||
       tree->stmts[0]->stmt->node_case != NK(SELECT_STMT)) {
     g_refuse_unknown(c, "view definition");
@@ -759,7 +763,8 @@ static void view_cols(gctx_t *c, gitem_t **itp, const pv_guard_rel_t *rel) {
   for (size_t i = 0; i < nout; i++) {
     it->cols[i] = out[i];
     const char *nm = i < rel->ncolumns && rel->columns[i] ? rel->columns[i]
-                     : names[i] ? names[i] : "?column?";
+                     : names[i]                           ? names[i]
+                                                          : "?column?";
     it->cols[i].name = ga_strdup(c->work, nm); /* tree memory goes below */
     if (!it->cols[i].name)
       c->err = PV_ENOMEM;
@@ -823,7 +828,8 @@ gitem_t *g_relation(gctx_t *c, const PgQuery__RangeVar *rv, const char *alias,
     return NULL;
   it->refname = alias ? alias : name;
   if (!alias)
-    it->schema = schema ? schema : ga_strdup(c->work, rel.schema ? rel.schema : "");
+    it->schema =
+        schema ? schema : ga_strdup(c->work, rel.schema ? rel.schema : "");
   return it;
 }
 
@@ -869,7 +875,8 @@ static void merge_using(gctx_t *c, gitem_t *j, const gitem_t *l,
   j->ncols = k;
 }
 
-static gitem_t *join_item(gctx_t *c, gscope_t *sc, const PgQuery__JoinExpr *je) {
+static gitem_t *join_item(gctx_t *c, gscope_t *sc,
+                          const PgQuery__JoinExpr *je) {
   size_t before = sc->ntop;
   gitem_t *l = g_from_item(c, sc, je->larg);
   gitem_t *r = g_from_item(c, sc, je->rarg);
@@ -974,8 +981,9 @@ gitem_t *g_from_item(gctx_t *c, gscope_t *sc, const PgQuery__Node *n) {
   switch (n->node_case) {
   case NK(RANGE_VAR): {
     const PgQuery__RangeVar *rv = n->range_var;
-    const char *alias =
-        rv->alias && !g_empty(rv->alias->aliasname) ? rv->alias->aliasname : NULL;
+    const char *alias = rv->alias && !g_empty(rv->alias->aliasname)
+                            ? rv->alias->aliasname
+                            : NULL;
     it = g_relation(c, rv, alias, sc);
     if (it && rv->alias)
       apply_colnames(it, rv->alias->colnames, rv->alias->n_colnames);
@@ -1056,7 +1064,8 @@ static bool push_out(gctx_t *c, gcol_t **out, size_t *nout, size_t *cap,
   return true;
 }
 
-static const char *target_name(const PgQuery__ResTarget *rt, const gcol_t *col) {
+static const char *target_name(const PgQuery__ResTarget *rt,
+                               const gcol_t *col) {
   if (!g_empty(rt->name))
     return rt->name;
   const PgQuery__Node *v = rt->val;
@@ -1218,8 +1227,9 @@ static void setop(gctx_t *c, const PgQuery__SelectStmt *s, gscope_t *ps,
   c->clause = saved;
 }
 
-static void cte_register(gctx_t *c, gscope_t *sc, const PgQuery__CommonTableExpr *ce,
-                         gcol_t *cols, size_t n, const char **names) {
+static void cte_register(gctx_t *c, gscope_t *sc,
+                         const PgQuery__CommonTableExpr *ce, gcol_t *cols,
+                         size_t n, const char **names) {
   gcte_t *t = ga_alloc(c->work, sizeof *t);
   if (!t) {
     c->err = PV_ENOMEM;
@@ -1321,8 +1331,8 @@ static void values_lists(gctx_t *c, gscope_t *sc, const PgQuery__SelectStmt *s,
       return;
     }
     for (size_t k = 0; k < row->list->n_items && g_ok(c); k++) {
-      gcol_t x = expr_clause(c, sc, row->list->items[k], U_EXPR,
-                             "a VALUES list");
+      gcol_t x =
+          expr_clause(c, sc, row->list->items[k], U_EXPR, "a VALUES list");
       x.plain = false;
       x.schema = x.table = x.base = NULL;
       if (i == 0) {

@@ -34,12 +34,12 @@ typedef enum {
 /* A parsed action. Plain value, no pointers: copyable. */
 typedef struct {
   pv_action_kind_t kind;
-  uint16_t keep_first; /* MASK */
-  uint16_t keep_last;  /* MASK */
-  char mask_char;      /* MASK: ASCII, default '*' */
-  pv_generalize_t gen; /* GENERALIZE */
-  int64_t bucket;      /* GENERALIZE bucket=N, N > 0 */
-  uint16_t redact_len; /* REDACT */
+  uint16_t keep_first;            /* MASK */
+  uint16_t keep_last;             /* MASK */
+  char mask_char;                 /* MASK: ASCII, default '*' */
+  pv_generalize_t gen;            /* GENERALIZE */
+  int64_t bucket;                 /* GENERALIZE bucket=N, N > 0 */
+  uint16_t redact_len;            /* REDACT */
   char redact[PV_REDACT_MAX + 1]; /* REDACT: NUL-terminated */
 } pv_action_t;
 
@@ -48,8 +48,8 @@ typedef struct {
  * expected into err[0..errcap), with *err_offset the byte offset in spec
  * where the problem is (so the rules loader can report line:column). */
 PV_WARN_UNUSED int pv_action_parse(const char *spec, size_t len,
-                                   pv_action_t *out, char *err,
-                                   size_t errcap, size_t *err_offset);
+                                   pv_action_t *out, char *err, size_t errcap,
+                                   size_t *err_offset);
 
 /* Canonical text of an action, e.g. "mask(keep_first=0, keep_last=2,
  * char='*')", for logs and the audit. Returns bytes written (truncated to

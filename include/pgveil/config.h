@@ -35,29 +35,29 @@ typedef struct {
   uint16_t listen_port;
   char upstream_host[PV_HOST_MAX];
   uint16_t upstream_port;
-  unsigned workers;            /* event-loop threads */
-  char rules_path[PV_PATH_MAX]; /* "" when none */
-  char control_dsn[PV_PATH_MAX]; /* "" when none */
-  char secret_path[PV_PATH_MAX]; /* --secret-file: mask key secret, or "" */
-  char tls_cert[PV_PATH_MAX];   /* --tls-cert: client-leg certificate (PEM) */
-  char tls_key[PV_PATH_MAX];    /* --tls-key: its private key (PEM) */
-  bool require_tls;             /* --require-tls: refuse plaintext clients */
+  unsigned workers;               /* event-loop threads */
+  char rules_path[PV_PATH_MAX];   /* "" when none */
+  char control_dsn[PV_PATH_MAX];  /* "" when none */
+  char secret_path[PV_PATH_MAX];  /* --secret-file: mask key secret, or "" */
+  char tls_cert[PV_PATH_MAX];     /* --tls-cert: client-leg certificate (PEM) */
+  char tls_key[PV_PATH_MAX];      /* --tls-key: its private key (PEM) */
+  bool require_tls;               /* --require-tls: refuse plaintext clients */
   pv_upstream_tls_t upstream_tls; /* --upstream-tls */
   char upstream_ca[PV_PATH_MAX];  /* --upstream-ca: CA bundle (PEM) */
   char audit_log[PV_PATH_MAX];    /* --audit-log FILE, "-" for stdout */
   char admin_host[PV_HOST_MAX];   /* --admin HOST:PORT; port 0: off */
   uint16_t admin_port;
-  bool passthrough;            /* explicit: run without rules */
-  uint32_t max_message_bytes;  /* largest message pgveil buffers whole */
-  uint32_t max_clients;        /* concurrent client connections */
-  double shutdown_timeout;     /* seconds sessions get to finish */
-  double connect_timeout;      /* seconds to reach the upstream */
-  uint32_t read_buffer_bytes;  /* per-direction read buffer */
-  uint32_t write_high_water;   /* pause the source above this queue size */
-  uint32_t max_statements;     /* named prepared statements per session */
-  uint32_t max_portals;        /* named portals per session */
-  uint32_t max_pending;        /* pipelined messages awaiting replies */
-  bool debug_tag_rows;         /* test-only: prefix text fields with names */
+  bool passthrough;           /* explicit: run without rules */
+  uint32_t max_message_bytes; /* largest message pgveil buffers whole */
+  uint32_t max_clients;       /* concurrent client connections */
+  double shutdown_timeout;    /* seconds sessions get to finish */
+  double connect_timeout;     /* seconds to reach the upstream */
+  uint32_t read_buffer_bytes; /* per-direction read buffer */
+  uint32_t write_high_water;  /* pause the source above this queue size */
+  uint32_t max_statements;    /* named prepared statements per session */
+  uint32_t max_portals;       /* named portals per session */
+  uint32_t max_pending;       /* pipelined messages awaiting replies */
+  bool debug_tag_rows;        /* test-only: prefix text fields with names */
 } pv_config_t;
 
 /* Looks up an environment variable; NULL when unset. */

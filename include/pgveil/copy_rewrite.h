@@ -16,11 +16,11 @@
 
 /* The COPY options that shape the data. */
 typedef struct {
-  bool csv;      /* FORMAT csv; else text */
-  bool header;   /* CSV/text HEADER: the first row is column names */
-  char delim;    /* '\t' text, ',' csv */
-  char quote;    /* csv: '"' */
-  char escape;   /* csv: defaults to quote */
+  bool csv;    /* FORMAT csv; else text */
+  bool header; /* CSV/text HEADER: the first row is column names */
+  char delim;  /* '\t' text, ',' csv */
+  char quote;  /* csv: '"' */
+  char escape; /* csv: defaults to quote */
   char null_str[PV_COPY_NULL_MAX + 1]; /* "\\N" text, "" csv */
 } pv_copy_opts_t;
 
@@ -39,15 +39,13 @@ PV_WARN_UNUSED int pv_copy_rewrite_row(const pv_row_actions_t *ra,
                                        const uint8_t *consent,
                                        const pv_copy_opts_t *f,
                                        const uint8_t *row, size_t len,
-                                       uint8_t *out, size_t cap,
-                                       size_t *needed, uint8_t *tmp,
-                                       size_t tmpcap);
+                                       uint8_t *out, size_t cap, size_t *needed,
+                                       uint8_t *tmp, size_t tmpcap);
 
 /* Extracts field i of a COPY row, unescaped, into tmp (OUT: *vlen, or
  * *is_null). For the consent subject. Returns PV_OK or PV_EPROTO. */
-PV_WARN_UNUSED int pv_copy_field(const pv_copy_opts_t *f,
-                                 const uint8_t *row, size_t len, uint16_t i,
-                                 uint8_t *tmp, size_t tmpcap, size_t *vlen,
-                                 bool *is_null);
+PV_WARN_UNUSED int pv_copy_field(const pv_copy_opts_t *f, const uint8_t *row,
+                                 size_t len, uint16_t i, uint8_t *tmp,
+                                 size_t tmpcap, size_t *vlen, bool *is_null);
 
 #endif

@@ -1,8 +1,8 @@
 /* Scrubbing of ErrorResponse and NoticeResponse messages for restricted
- * sessions: error texts can echo data ("invalid input syntax ... \"alice@...\"",
- * "Key (email)=(...) already exists", RAISE messages), so only fields that
- * cannot carry a value pass, and a message of a class that can is replaced
- * by a generic one naming the SQLSTATE. Pure: no I/O, no globals, no
+ * sessions: error texts can echo data ("invalid input syntax ...
+ * \"alice@...\"", "Key (email)=(...) already exists", RAISE messages), so only
+ * fields that cannot carry a value pass, and a message of a class that can is
+ * replaced by a generic one naming the SQLSTATE. Pure: no I/O, no globals, no
  * allocation. */
 #ifndef PGVEIL_ERROR_SCRUB_H
 #define PGVEIL_ERROR_SCRUB_H
@@ -28,7 +28,6 @@ bool pv_scrub_class_unsafe(const char sqlstate[5]);
  * SQLSTATE is treated as unsafe with SQLSTATE XX000. Returns bytes written,
  * PV_ELIMIT when cap is too small (m->len + 128 always suffices), or
  * PV_EPROTO for a malformed message. */
-PV_WARN_UNUSED int pv_scrub_error(const pv_msg_t *m, uint8_t *out,
-                                  size_t cap);
+PV_WARN_UNUSED int pv_scrub_error(const pv_msg_t *m, uint8_t *out, size_t cap);
 
 #endif

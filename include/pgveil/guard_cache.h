@@ -16,8 +16,7 @@ pv_guard_cache_t *pv_guard_cache_new(size_t nslots);
 void pv_guard_cache_free(pv_guard_cache_t *c);
 
 /* The cached result for key, or NULL. Valid until the next put. */
-const pv_guard_result_t *pv_guard_cache_get(pv_guard_cache_t *c,
-                                            uint64_t key);
+const pv_guard_result_t *pv_guard_cache_get(pv_guard_cache_t *c, uint64_t key);
 /* Stores res under key (the cache takes ownership, frees what it evicts). */
 void pv_guard_cache_put(pv_guard_cache_t *c, uint64_t key,
                         pv_guard_result_t *res);

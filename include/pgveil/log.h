@@ -4,7 +4,12 @@
 #ifndef PGVEIL_LOG_H
 #define PGVEIL_LOG_H
 
-typedef enum { PV_LOG_DEBUG, PV_LOG_INFO, PV_LOG_WARN, PV_LOG_ERROR } pv_log_level_t;
+typedef enum {
+  PV_LOG_DEBUG,
+  PV_LOG_INFO,
+  PV_LOG_WARN,
+  PV_LOG_ERROR
+} pv_log_level_t;
 
 /* Lines below this level are dropped; set once at startup. */
 void pv_log_set_level(pv_log_level_t level);

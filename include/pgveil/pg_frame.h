@@ -51,10 +51,10 @@ typedef struct {
  * buffer passed to pv_startup_parse and die with it. */
 typedef struct {
   pv_startup_kind_t kind;
-  uint32_t version;         /* NORMAL: major << 16 | minor */
-  pv_param_t *params;       /* NORMAL: caller-provided array */
-  size_t nparams;           /* NORMAL: entries filled */
-  uint32_t cancel_pid;      /* CANCEL */
+  uint32_t version;          /* NORMAL: major << 16 | minor */
+  pv_param_t *params;        /* NORMAL: caller-provided array */
+  size_t nparams;            /* NORMAL: entries filled */
+  uint32_t cancel_pid;       /* CANCEL */
   const uint8_t *cancel_key; /* CANCEL: 4..PV_CANCEL_KEY_MAX bytes */
   size_t cancel_key_len;
 } pv_startup_t;
@@ -71,8 +71,7 @@ PV_WARN_UNUSED int pv_startup_parse(const uint8_t *buf, size_t n,
 
 /* Encodes a StartupMessage with the given version and parameters into
  * out[0..cap). Returns the bytes written, or PV_ELIMIT if cap is too small. */
-PV_WARN_UNUSED int pv_startup_encode(uint8_t *out, size_t cap,
-                                     uint32_t version,
+PV_WARN_UNUSED int pv_startup_encode(uint8_t *out, size_t cap, uint32_t version,
                                      const pv_param_t *params, size_t n);
 
 /* Encodes a CancelRequest. Returns bytes written or PV_ELIMIT/PV_EINVAL. */

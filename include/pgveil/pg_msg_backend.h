@@ -81,8 +81,8 @@ typedef struct {
   const uint8_t *p, *end;
 } pv_be_errfield_iter_t;
 void pv_be_errfield_begin(const pv_msg_t *m, pv_be_errfield_iter_t *it);
-PV_WARN_UNUSED int pv_be_errfield_next(pv_be_errfield_iter_t *it,
-                                       uint8_t *code, const char **value);
+PV_WARN_UNUSED int pv_be_errfield_next(pv_be_errfield_iter_t *it, uint8_t *code,
+                                       const char **value);
 
 /* Copies the SQLSTATE ('C' field) of an ErrorResponse into out[6] (NUL
  * terminated). Returns PV_OK, PV_ENOENT when missing, PV_EPROTO. */
@@ -102,13 +102,11 @@ PV_WARN_UNUSED int pv_be_ready_decode(const pv_msg_t *m, uint8_t *status);
 PV_WARN_UNUSED int pv_be_auth_decode(const pv_msg_t *m, uint32_t *subtype);
 /* BackendKeyData: pid and a key of 4..PV_CANCEL_KEY_MAX bytes. */
 PV_WARN_UNUSED int pv_be_key_data_decode(const pv_msg_t *m, uint32_t *pid,
-                                         const uint8_t **key,
-                                         size_t *key_len);
+                                         const uint8_t **key, size_t *key_len);
 /* CopyInResponse/CopyOutResponse/CopyBothResponse: overall format (0 text,
  * 1 binary) and column count; per-column formats at *col_formats. */
 PV_WARN_UNUSED int pv_be_copy_response_decode(const pv_msg_t *m,
-                                              uint8_t *format,
-                                              uint16_t *ncols,
+                                              uint8_t *format, uint16_t *ncols,
                                               const uint8_t **col_formats);
 
 /* Encodes an ErrorResponse (severity "ERROR" or "FATAL", SQLSTATE, message)

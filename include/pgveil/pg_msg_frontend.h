@@ -49,7 +49,7 @@ typedef struct {
   uint16_t nparam_formats;
   const uint8_t *param_formats; /* big-endian int16 each */
   uint16_t nparams;
-  const uint8_t *params; /* start of the parameter values (len-prefixed) */
+  const uint8_t *params;    /* start of the parameter values (len-prefixed) */
   uint16_t nresult_formats; /* 0: all text; 1: applies to all; else per col */
   const uint8_t *result_formats; /* big-endian int16 each */
 } pv_fe_bind_t;
@@ -82,7 +82,7 @@ PV_WARN_UNUSED int pv_fe_bind_result_format(const pv_fe_bind_t *b,
 
 /* Encodes Describe(kind, name) into out[0..cap). Returns bytes written or
  * PV_ELIMIT. */
-PV_WARN_UNUSED int pv_fe_describe_encode(uint8_t *out, size_t cap,
-                                         uint8_t kind, const char *name);
+PV_WARN_UNUSED int pv_fe_describe_encode(uint8_t *out, size_t cap, uint8_t kind,
+                                         const char *name);
 
 #endif

@@ -39,8 +39,7 @@ PV_WARN_UNUSED int pv_plan_actions_build(const pv_result_col_t *cols,
 /* The same for a row plan's columns. */
 PV_WARN_UNUSED int pv_plan_actions_for_plan(const pv_plan_t *plan,
                                             const pv_catalog_t *cat,
-                                            const pv_reldir_t *dir,
-                                            int purpose,
+                                            const pv_reldir_t *dir, int purpose,
                                             const pv_mask_key_t *key,
                                             pv_row_actions_t **out);
 

@@ -51,8 +51,9 @@
 #include "pgveil/sql_guard.h"
 
 /* Defaults for pv_reldir_limits_t. */
-#define PV_RELDIR_MAX_RELATIONS 100000u      /* relations held */
-#define PV_RELDIR_MAX_VIEWDEF ((size_t)256 * 1024) /* bytes of one definition */
+#define PV_RELDIR_MAX_RELATIONS 100000u /* relations held */
+/* bytes of one view definition */
+#define PV_RELDIR_MAX_VIEWDEF ((size_t)256 * 1024)
 
 typedef struct {
   size_t max_relations; /* more: pv_reldir_build fails with PV_ELIMIT */
@@ -128,8 +129,8 @@ int pv_reldir_lookup(void *ctx, const char *schema, const char *name,
 /* The protected base column that column attnum of view or matview relid
  * plainly passes through (RowDescription names the view, not the base
  * table), or NULL. O(log n); called when a plan is built, not per row. */
-const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir,
-                                        uint32_t relid, int16_t attnum);
+const pv_catalog_col_t *pv_reldir_alias(const pv_reldir_t *dir, uint32_t relid,
+                                        int16_t attnum);
 
 /* When column attnum of view relid plainly passes through the consent
  * subject column of a protected table: OUT that table and the subject's

@@ -51,7 +51,7 @@ typedef struct {
   int16_t attnum;
   uint32_t type_oid;
   int32_t typmod;
-  int16_t format; /* 0 text, 1 binary: the format rows really arrive in */
+  int16_t format;   /* 0 text, 1 binary: the format rows really arrive in */
   const char *name; /* NUL-terminated, owned by the plan */
 } pv_plan_col_t;
 
@@ -96,9 +96,9 @@ PV_WARN_UNUSED int pv_tracker_frontend(pv_tracker_t *t, const pv_msg_t *m,
                                        pv_fe_effect_t *eff);
 
 typedef enum {
-  PV_ROWS_NONE = 0,  /* not a row-carrying message */
-  PV_ROWS_DATAROW,   /* a DataRow: plan says which columns */
-  PV_ROWS_COPY_OUT,  /* CopyData of a COPY TO STDOUT */
+  PV_ROWS_NONE = 0, /* not a row-carrying message */
+  PV_ROWS_DATAROW,  /* a DataRow: plan says which columns */
+  PV_ROWS_COPY_OUT, /* CopyData of a COPY TO STDOUT */
 } pv_rows_kind_t;
 
 /* What the session must do with a backend message. */

@@ -41,22 +41,20 @@ typedef struct {
 /* The actions of a whole plan, built once per plan (never per row). */
 typedef struct {
   uint16_t ncols;
-  uint16_t nacted;      /* columns with an action other than clear */
-  uint16_t ngated;      /* consent-gated columns */
+  uint16_t nacted;       /* columns with an action other than clear */
+  uint16_t ngated;       /* consent-gated columns */
   pv_col_action_t *cols; /* ncols entries */
 } pv_row_actions_t;
 
 /* Rewrites DataRow m under ra: untouched fields copied, acted-on fields
  * replaced via pv_mask_apply. For a gated column i, consent[i] != 0 selects
  * `action`, else `otherwise`; consent NULL means no consent for any column.
- * Any failure of an action yields NULL, never the clear value. Writes the whole message into out[0..cap). Returns bytes written,
- * PV_ELIMIT when cap is too small (OUT: *needed), or PV_EPROTO when the row
- * does not match the plan. */
+ * Any failure of an action yields NULL, never the clear value. Writes the whole
+ * message into out[0..cap). Returns bytes written, PV_ELIMIT when cap is too
+ * small (OUT: *needed), or PV_EPROTO when the row does not match the plan. */
 PV_WARN_UNUSED int pv_rewrite_datarow(const pv_row_actions_t *ra,
-                                      const uint8_t *consent,
-                                      const pv_msg_t *m,
-                                      uint8_t *out, size_t cap,
-                                      size_t *needed);
+                                      const uint8_t *consent, const pv_msg_t *m,
+                                      uint8_t *out, size_t cap, size_t *needed);
 
 /* Finds field i of DataRow m. OUT: *val, *len (-1 for NULL). Returns PV_OK
  * or PV_EPROTO. */

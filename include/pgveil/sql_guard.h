@@ -39,13 +39,13 @@ typedef enum {
  * pv_guard_analyze returns (the guard copies what it keeps). */
 typedef struct {
   pv_guard_rel_kind_t kind;
-  const char *schema, *name;   /* resolved names, as in pg_class */
-  const char *const *columns;  /* in attnum order, dropped columns left out;
-                                  for a view: its output column names */
+  const char *schema, *name;  /* resolved names, as in pg_class */
+  const char *const *columns; /* in attnum order, dropped columns left out;
+                                 for a view: its output column names */
   size_t ncolumns;
   const pv_rules_table_t *rules_table; /* TABLE: pv_rules_table_find(), or
                                           NULL when no rule names it */
-  const char *view_sql;        /* VIEW: its definition, "SELECT ..." */
+  const char *view_sql;                /* VIEW: its definition, "SELECT ..." */
 } pv_guard_rel_t;
 
 /* Resolves a relation reference as PostgreSQL would: `schema` is NULL for
@@ -60,8 +60,8 @@ typedef int (*pv_guard_lookup_fn)(void *ctx, const char *schema,
 
 /* ---- Input --------------------------------------------------------------- */
 
-#define PV_GUARD_DEFAULT_VIEW_DEPTH 8 /* views within views */
-#define PV_GUARD_DEFAULT_MAX_DEPTH 200 /* expression/query nesting */
+#define PV_GUARD_DEFAULT_VIEW_DEPTH 8        /* views within views */
+#define PV_GUARD_DEFAULT_MAX_DEPTH 200       /* expression/query nesting */
 #define PV_GUARD_DEFAULT_MAX_TEXT (1u << 20) /* bytes of SQL analysed */
 
 typedef struct {
@@ -126,7 +126,7 @@ typedef enum {
 
 /* One output column (SELECT list, COPY (query), RETURNING). */
 typedef struct {
-  const char *name;                  /* output column name, or "?column?" */
+  const char *name;                    /* output column name, or "?column?" */
   const char *schema, *table, *column; /* base table column when the value
                                           is a plain reference to it (through
                                           views, subqueries, CTEs, joins);
@@ -148,9 +148,9 @@ typedef struct {
   const char *schema, *table; /* COPY table: resolved names; NULL for a query */
   const char *const *columns; /* COPY table: in order (all when none given) */
   size_t ncolumns;
-  bool is_query;  /* COPY (query) TO: see the statement's outcols */
-  bool is_from;   /* direction: true FROM (client to server) */
-  bool is_stdio;  /* STDIN/STDOUT; false: a file or PROGRAM */
+  bool is_query; /* COPY (query) TO: see the statement's outcols */
+  bool is_from;  /* direction: true FROM (client to server) */
+  bool is_stdio; /* STDIN/STDOUT; false: a file or PROGRAM */
   pv_copy_format_t format;
   const char *delimiter, *null_str, *quote, *escape; /* NULL: default */
   bool header;
@@ -159,8 +159,8 @@ typedef struct {
 typedef struct {
   pv_guard_kind_t kind;
   pv_guard_verdict_t verdict;
-  char sqlstate[6];    /* "42501" when refused by policy, "42601" syntax */
-  const char *message; /* refusal message; NULL when allowed */
+  char sqlstate[6];     /* "42501" when refused by policy, "42601" syntax */
+  const char *message;  /* refusal message; NULL when allowed */
   int location, length; /* byte range of the statement in the SQL text
                            (length 0: to the end) */
   /* SET/RESET/SHOW/DISCARD: set_name folded ("pgveil.purpose",
@@ -169,8 +169,8 @@ typedef struct {
    * set_config(..., true). */
   const char *set_name, *set_value;
   bool set_local;
-  const char *name;    /* PREPARE/EXECUTE/DEALLOCATE/DECLARE/FETCH/CLOSE */
-  bool binary_cursor;  /* DECLARE ... BINARY CURSOR */
+  const char *name;   /* PREPARE/EXECUTE/DEALLOCATE/DECLARE/FETCH/CLOSE */
+  bool binary_cursor; /* DECLARE ... BINARY CURSOR */
   bool has_copy;
   pv_guard_copy_t copy;
   pv_guard_outcol_t *outcols; /* SELECT, COPY (query), DECLARE, RETURNING */
@@ -187,19 +187,19 @@ typedef struct {
 typedef struct pv_guard_result {
   pv_guard_stmt_t *stmts;
   size_t nstmts;
-  bool refused;            /* some statement was refused */
-  bool touches_protected;  /* some statement touched protected data */
-  bool restricted;         /* the purpose has protected columns */
+  bool refused;           /* some statement was refused */
+  bool touches_protected; /* some statement touched protected data */
+  bool restricted;        /* the purpose has protected columns */
   const pv_guard_stmt_t *first_refused; /* NULL when none */
-  void *arena;             /* private */
+  void *arena;                          /* private */
 } pv_guard_result_t;
 
 /* Analyses NUL-terminated `sql`. On success returns 0 with *out set (parse
  * errors and refusals are results, not errors). Returns PV_EINVAL for bad
  * arguments, PV_ENOMEM, or the lookup callback's error; then *out is NULL
  * and the caller must refuse the query. */
-PV_WARN_UNUSED int pv_guard_analyze(const pv_guard_input_t *in,
-                                    const char *sql, pv_guard_result_t **out);
+PV_WARN_UNUSED int pv_guard_analyze(const pv_guard_input_t *in, const char *sql,
+                                    pv_guard_result_t **out);
 
 void pv_guard_result_free(pv_guard_result_t *res);
 

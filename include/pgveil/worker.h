@@ -21,10 +21,10 @@ typedef struct {
   const pv_config_t *cfg;
   struct sockaddr_storage upstream; /* resolved once at startup */
   socklen_t upstream_len;
-  atomic_uint clients;   /* live client connections, all workers */
-  atomic_ullong sessions; /* sessions ever accepted (ids) */
-  pv_policy_holder_t *policy; /* NULL in --passthrough */
-  pv_control_t *control;      /* NULL in --passthrough */
+  atomic_uint clients;         /* live client connections, all workers */
+  atomic_ullong sessions;      /* sessions ever accepted (ids) */
+  pv_policy_holder_t *policy;  /* NULL in --passthrough */
+  pv_control_t *control;       /* NULL in --passthrough */
   pv_consent_store_t *consent; /* NULL without rules */
   struct pv_tls *tls;         /* TLS contexts of both legs (tls.h); NULL: off */
   struct pv_audit *audit;     /* audit log writer (audit.h); NULL: off */
@@ -46,18 +46,18 @@ typedef struct pv_worker {
   uv_loop_t loop;
   uv_thread_t thread;
   uv_tcp_t listener;
-  uv_async_t wakeup;       /* main -> worker: begin shutdown */
-  uv_timer_t grace_timer;  /* shutdown timeout */
+  uv_async_t wakeup;      /* main -> worker: begin shutdown */
+  uv_timer_t grace_timer; /* shutdown timeout */
   int listen_fd;
   atomic_bool stop_requested;
   bool stopping;
-  pv_session_t *sessions;  /* intrusive list of live sessions */
+  pv_session_t *sessions; /* intrusive list of live sessions */
   size_t nsessions;
   pv_buf_node_t *free_bufs; /* read buffers of cfg->read_buffer_bytes */
   size_t nfree_bufs;
   struct pv_guard_cache *guard_cache; /* analyses, created on first use */
   struct pv_metrics_worker *metrics;  /* this worker's counters (metrics.h) */
-  uint8_t *scratch;        /* per-pump scratch for rewritten messages */
+  uint8_t *scratch; /* per-pump scratch for rewritten messages */
   size_t scratch_cap, scratch_len;
 } pv_worker_t;
 

@@ -41,10 +41,13 @@ static int scrub(const uint8_t *in, size_t n, uint8_t *out) {
 }
 
 static void test_unsafe_class(void) {
-  const char *f[] = {"SERROR", "VERROR", "C23505",
+  const char *f[] = {"SERROR",
+                     "VERROR",
+                     "C23505",
                      "Mduplicate key value violates unique constraint",
                      "DKey (email)=(alice@example.com) already exists.",
-                     "nemail_key", "Wsome context alice"};
+                     "nemail_key",
+                     "Wsome context alice"};
   uint8_t in[512], out[512];
   size_t n = build(in, 'E', f, 7);
   int w = scrub(in, n, out);
@@ -59,8 +62,8 @@ static void test_unsafe_class(void) {
 }
 
 static void test_safe_class(void) {
-  const char *f[] = {"SERROR", "C42601", "Msyntax error at or near \"x\"",
-                     "P8", "Hhint with data"};
+  const char *f[] = {"SERROR", "C42601", "Msyntax error at or near \"x\"", "P8",
+                     "Hhint with data"};
   uint8_t in[512], out[512];
   size_t n = build(in, 'E', f, 5);
   int w = scrub(in, n, out);

@@ -40,8 +40,7 @@ static size_t datarow(uint8_t *buf, const char **vals, uint16_t n) {
 }
 
 /* Field i of a DataRow as a C string in out ("<NULL>" for NULL). */
-static const char *field(const uint8_t *msg, size_t n, uint16_t i,
-                         char *out) {
+static const char *field(const uint8_t *msg, size_t n, uint16_t i, char *out) {
   pv_msg_t m = {.type = 'D', .len = (uint32_t)(n - 5), .body = msg + 5};
   const uint8_t *v;
   int32_t len;

@@ -180,8 +180,7 @@ static int be_copy_data(const char *line) {
 }
 static int be_type(uint8_t type) { return be(mb(type)); }
 
-/* ---- assertions -----------------------------------------------------------
- */
+/* ---- assertions ---------------------------------------------------------- */
 
 static void start(void) {
   T = pv_tracker_new(&LIM);
@@ -230,8 +229,7 @@ static const col_t COL_BC[] = {{"b", 16384, 2, 25, 0}, {"c", 16384, 3, 25, 0}};
 static const col_t COL_ID_EMAIL[] = {{"id", 16400, 1, 23, 0},
                                      {"email", 16400, 2, 25, 0}};
 
-/* ---- 1. simple Query with three statements --------------------------------
- */
+/* ---- 1. simple Query with three statements ------------------------------- */
 
 static void test_simple_multi(void) {
   start();
@@ -274,8 +272,7 @@ static void test_simple_multi(void) {
   finish();
 }
 
-/* ---- 2. describe once, execute many (pgjdbc) ------------------------------
- */
+/* ---- 2. describe once, execute many (pgjdbc) ----------------------------- */
 
 static void execute_binary_batch(uint64_t *plan_id) {
   static const int16_t bin[] = {1};
@@ -334,8 +331,7 @@ static void test_describe_once_execute_many(void) {
   finish();
 }
 
-/* ---- 3. injection of Describe(P) ------------------------------------------
- */
+/* ---- 3. injection of Describe(P) ----------------------------------------- */
 
 static void test_inject(void) {
   start();
@@ -387,8 +383,7 @@ static void test_inject(void) {
   finish();
 }
 
-/* ---- 4. pipelined batch -----------------------------------------------------
- */
+/* ---- 4. pipelined batch -------------------------------------------------- */
 
 static void test_pipeline(void) {
   static const col_t cols[5] = {{"c0", 1, 1, 23, 0},
@@ -431,8 +426,7 @@ static void test_pipeline(void) {
   finish();
 }
 
-/* ---- 5. row limit and PortalSuspended --------------------------------------
- */
+/* ---- 5. row limit and PortalSuspended ------------------------------------ */
 
 static void test_portal_suspended(void) {
   start();
@@ -486,8 +480,7 @@ static void test_portal_suspended(void) {
   finish();
 }
 
-/* ---- 6. errors --------------------------------------------------------------
- */
+/* ---- 6. errors ----------------------------------------------------------- */
 
 static void test_error_pipeline(void) {
   start();
@@ -638,8 +631,7 @@ static void test_failed_bind_restores(void) {
   finish();
 }
 
-/* ---- 7. re-Parse with another shape while an Execute is pending -----------
- */
+/* ---- 7. re-Parse with another shape while an Execute is pending ---------- */
 
 static void test_reparse(void) {
   start();
@@ -680,8 +672,7 @@ static void test_reparse(void) {
   finish();
 }
 
-/* ---- 8. cursors and prepared statements through SQL -----------------------
- */
+/* ---- 8. cursors and prepared statements through SQL ---------------------- */
 
 static void test_sql_cursor_prepare(void) {
   start();
@@ -889,8 +880,7 @@ static void test_copy(void) {
   finish();
 }
 
-/* ---- 10. malformed input and limits ----------------------------------------
- */
+/* ---- 10. malformed input and limits -------------------------------------- */
 
 static int ext_freed;
 static void count_free(void *ext) {

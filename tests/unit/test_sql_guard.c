@@ -16,14 +16,14 @@
 
 bool pv_guard_tables_sorted(void);
 
-/* ---- Fake catalog (leakcases/schema.sql) ----------------------------------- */
+/* ---- Fake catalog (leakcases/schema.sql) --------------------------------- */
 
 static const char *const CUSTOMERS[] = {
-    "id",    "full_name", "email", "phone",   "ssn",
-    "birth_date", "street", "city", "zip", "country",
-    "notes", "lifetime_value", "created_at"};
-static const char *const ORDERS[] = {"id", "customer_id", "ordered_at",
-                                     "total", "status"};
+    "id",         "full_name",      "email",     "phone", "ssn",
+    "birth_date", "street",         "city",      "zip",   "country",
+    "notes",      "lifetime_value", "created_at"};
+static const char *const ORDERS[] = {"id", "customer_id", "ordered_at", "total",
+                                     "status"};
 static const char *const TICKETS[] = {"id", "customer_id", "opened_at",
                                       "subject", "body"};
 static const char *const CONSENT[] = {"subject_id", "purpose", "granted"};
@@ -112,7 +112,8 @@ static const char RULES_YAML[] =
     "      full_name:  { default: withhold, marketing: hash, support: clear }\n"
     "      email:\n"
     "        default: withhold\n"
-    "        marketing: { action: hash, consent: required, otherwise: withhold }\n"
+    "        marketing: { action: hash, consent: required, otherwise: withhold "
+    "}\n"
     "        support: clear\n"
     "      phone:      { default: withhold, marketing: \"mask(keep_last=2)\", "
     "support: clear }\n"
@@ -120,8 +121,10 @@ static const char RULES_YAML[] =
     "\"mask(keep_last=4)\" }\n"
     "      birth_date: { default: withhold, marketing: \"generalize(year)\", "
     "support: clear }\n"
-    "      street:     { default: withhold, marketing: withhold, support: clear }\n"
-    "      notes:      { default: withhold, marketing: withhold, support: clear }\n"
+    "      street:     { default: withhold, marketing: withhold, support: "
+    "clear }\n"
+    "      notes:      { default: withhold, marketing: withhold, support: "
+    "clear }\n"
     "  public.support_tickets:\n"
     "    subject: customer_id\n"
     "    columns:\n"
@@ -263,8 +266,7 @@ static const gcase_t CASES[] = {
     {"SELECT (string_to_array(ssn, '-'))[1] FROM customers", 0, REFUSE,
      "subscript"},
     {"SELECT DISTINCT ssn FROM customers", 0, REFUSE, "distinct"},
-    {"SELECT DISTINCT ON (email) id FROM customers", 0, REFUSE,
-     "distinct on"},
+    {"SELECT DISTINCT ON (email) id FROM customers", 0, REFUSE, "distinct on"},
     /* query.py */
     {"SELECT o.id, (SELECT c.ssn FROM customers c WHERE c.id = "
      "o.customer_id) AS ref FROM orders o",
@@ -279,10 +281,10 @@ static const gcase_t CASES[] = {
      0, REFUSE, "cte_recursive_chars"},
     {"SELECT city FROM customers UNION ALL SELECT ssn FROM customers", 0,
      REFUSE, "setop_union_all"},
-    {"SELECT id::text FROM orders UNION SELECT email FROM customers", 0,
-     REFUSE, "setop_union_cast"},
-    {"SELECT ssn FROM customers UNION ALL SELECT ssn FROM customers", 0,
-     REFUSE, "same column, no origin in RowDescription"},
+    {"SELECT id::text FROM orders UNION SELECT email FROM customers", 0, REFUSE,
+     "setop_union_cast"},
+    {"SELECT ssn FROM customers UNION ALL SELECT ssn FROM customers", 0, REFUSE,
+     "same column, no origin in RowDescription"},
     {"SELECT o.id, x.s FROM orders o, LATERAL (SELECT ssn AS s FROM customers "
      "c WHERE c.id = o.customer_id) x",
      0, ALLOW, "join_lateral (plain)"},
@@ -307,7 +309,8 @@ static const gcase_t CASES[] = {
     {"SELECT id FROM customers WHERE ssn = '950-19-9204'", 0, REFUSE,
      "infer_eq_confirm_ssn"},
     {"SELECT id FROM customers ORDER BY ssn", 0, REFUSE, "infer_order_ssn"},
-    {"SELECT id FROM customers ORDER BY 1, 2", 0, ALLOW, "ordinal out of range"},
+    {"SELECT id FROM customers ORDER BY 1, 2", 0, ALLOW,
+     "ordinal out of range"},
     {"SELECT id, ssn FROM customers ORDER BY 2", 0, REFUSE, "ordinal ssn"},
     {"SELECT count(*) FILTER (WHERE ssn LIKE '90%') FROM customers", 0, REFUSE,
      "infer_count_prefix"},
@@ -348,8 +351,7 @@ static const gcase_t CASES[] = {
      "view with aggregate"},
     {"SELECT id FROM upper_contacts", 0, ALLOW, "unused computed view column"},
     {"SELECT email FROM upper_contacts", 0, ALLOW, "view column from city"},
-    {"SELECT full_name FROM upper_contacts", 0, REFUSE,
-     "computed view column"},
+    {"SELECT full_name FROM upper_contacts", 0, REFUSE, "computed view column"},
     {"SELECT tax_ref FROM customer_risk", 0, ALLOW, "view_dba_matview"},
     {"SELECT upper(tax_ref) FROM customer_risk", 0, REFUSE, "matview expr"},
     {"CREATE TEMP VIEW v_leak AS SELECT id, email AS e, ssn AS s FROM "
@@ -358,8 +360,7 @@ static const gcase_t CASES[] = {
     {"CREATE FUNCTION pg_temp.ident(text) RETURNS text LANGUAGE sql AS "
      "'SELECT $1'",
      0, REFUSE, "func_sql_identity"},
-    {"SELECT pg_temp.ident(email) FROM customers", 0, REFUSE,
-     "func identity"},
+    {"SELECT pg_temp.ident(email) FROM customers", 0, REFUSE, "func identity"},
     {"SELECT * FROM pg_temp.dump()", 0, REFUSE, "func_setof"},
     {"DO $$ DECLARE r record; BEGIN FOR r IN SELECT ssn FROM public.customers "
      "LOOP RAISE NOTICE 'v=%', r.ssn; END LOOP; END $$",
@@ -430,8 +431,8 @@ static const gcase_t CASES[] = {
     {"SELECT attname, most_common_vals::text FROM pg_stats WHERE tablename = "
      "'customers'",
      0, REFUSE, "catalog_pg_stats"},
-    {"SELECT * FROM pg_catalog.pg_stats WHERE schemaname = 'public'", 0,
-     REFUSE, "catalog_pg_stats_all"},
+    {"SELECT * FROM pg_catalog.pg_stats WHERE schemaname = 'public'", 0, REFUSE,
+     "catalog_pg_stats_all"},
     {"SELECT * FROM pg_statistic", 0, REFUSE, "pg_statistic"},
     {"SELECT * FROM pg_stats_ext_exprs", 0, REFUSE, "pg_stats_ext_exprs"},
     {"EXPLAIN (VERBOSE) SELECT pg_temp.k()", 0, REFUSE, "catalog_explain_fold"},
