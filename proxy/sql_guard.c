@@ -327,12 +327,9 @@ static void insert_stmt(gctx_t *c, const PgQuery__InsertStmt *s,
     }
     set_targets(c, tsc, oc->target_list, oc->n_target_list,
                 "an INSERT ... ON CONFLICT DO UPDATE");
-    if (oc->where_clause) {
-      const char *saved = c->clause;
-      c->clause = "an ON CONFLICT ... WHERE";
-      (void)g_expr(c, tsc, oc->where_clause, U_PRED);
-      c->clause = saved;
-    }
+    if (oc->where_clause)
+      (void)g_expr_clause(c, tsc, oc->where_clause, U_PRED,
+                          "an ON CONFLICT ... WHERE");
   }
   returning(c, tsc, s->returning_list, s->n_returning_list, out, nout);
 }
@@ -350,12 +347,8 @@ static void update_stmt(gctx_t *c, const PgQuery__UpdateStmt *s,
     (void)g_from_item(c, sc, s->from_clause[i]);
   set_targets(c, sc, s->target_list, s->n_target_list,
               "an UPDATE ... SET (it would copy the value)");
-  if (s->where_clause && g_ok(c)) {
-    const char *saved = c->clause;
-    c->clause = "a WHERE clause";
-    (void)g_expr(c, sc, s->where_clause, U_PRED);
-    c->clause = saved;
-  }
+  if (s->where_clause && g_ok(c))
+    (void)g_expr_clause(c, sc, s->where_clause, U_PRED, "a WHERE clause");
   returning(c, sc, s->returning_list, s->n_returning_list, out, nout);
 }
 
@@ -370,12 +363,8 @@ static void delete_stmt(gctx_t *c, const PgQuery__DeleteStmt *s,
     return;
   for (size_t i = 0; i < s->n_using_clause && g_ok(c); i++)
     (void)g_from_item(c, sc, s->using_clause[i]);
-  if (s->where_clause && g_ok(c)) {
-    const char *saved = c->clause;
-    c->clause = "a WHERE clause";
-    (void)g_expr(c, sc, s->where_clause, U_PRED);
-    c->clause = saved;
-  }
+  if (s->where_clause && g_ok(c))
+    (void)g_expr_clause(c, sc, s->where_clause, U_PRED, "a WHERE clause");
   returning(c, sc, s->returning_list, s->n_returning_list, out, nout);
 }
 

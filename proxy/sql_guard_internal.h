@@ -125,6 +125,10 @@ void g_select(gctx_t *c, const PgQuery__SelectStmt *s, gscope_t *parent,
 /* Analyses an expression used as `use`; returns its column info (derived
  * unless a plain reference). */
 gcol_t g_expr(gctx_t *c, gscope_t *sc, const PgQuery__Node *n, guse_t use);
+/* g_expr with c->clause set to `clause` (names it in refusals), restored
+ * after. */
+gcol_t g_expr_clause(gctx_t *c, gscope_t *sc, const PgQuery__Node *n,
+                     guse_t use, const char *clause);
 /* Applies a use to a column (refuses as needed). */
 void g_use_col(gctx_t *c, const gcol_t *col, guse_t use);
 /* Adds a FROM item (RangeVar, subselect, join, function...) to sc. */

@@ -283,8 +283,8 @@ static void exprs(gctx_t *c, gscope_t *sc, PgQuery__Node **v, size_t n,
   }
 }
 
-static gcol_t expr_clause(gctx_t *c, gscope_t *sc, const PgQuery__Node *n,
-                          guse_t use, const char *clause) {
+gcol_t g_expr_clause(gctx_t *c, gscope_t *sc, const PgQuery__Node *n,
+                     guse_t use, const char *clause) {
   const char *saved = c->clause;
   c->clause = clause;
   gcol_t r = g_expr(c, sc, n, use);
@@ -908,7 +908,7 @@ static gitem_t *join_item(gctx_t *c, gscope_t *sc,
     }
   }
   if (je->quals)
-    (void)expr_clause(c, sc, je->quals, U_PRED, "a JOIN condition");
+    (void)g_expr_clause(c, sc, je->quals, U_PRED, "a JOIN condition");
   gitem_t *j = item_new(c, l->ncols + r->ncols + nn);
   if (!j)
     return NULL;
@@ -950,10 +950,10 @@ static gitem_t *function_item(gctx_t *c, gscope_t *sc,
       fn = fl->list->items[0];
     if (!fn || fn->node_case != NK(FUNC_CALL)) {
       /* e.g. FROM CAST(... AS ...), FROM current_date: plain expressions */
-      (void)expr_clause(c, sc, fn, U_EXPR, "a function in FROM");
+      (void)g_expr_clause(c, sc, fn, U_EXPR, "a function in FROM");
       continue;
     }
-    (void)expr_clause(c, sc, fn, U_EXPR, "a function in FROM");
+    (void)g_expr_clause(c, sc, fn, U_EXPR, "a function in FROM");
   }
   size_t n = rf->alias ? rf->alias->n_colnames : 0;
   gitem_t *it = item_new(c, n ? n : 1);
@@ -1332,7 +1332,7 @@ static void values_lists(gctx_t *c, gscope_t *sc, const PgQuery__SelectStmt *s,
     }
     for (size_t k = 0; k < row->list->n_items && g_ok(c); k++) {
       gcol_t x =
-          expr_clause(c, sc, row->list->items[k], U_EXPR, "a VALUES list");
+          g_expr_clause(c, sc, row->list->items[k], U_EXPR, "a VALUES list");
       x.plain = false;
       x.schema = x.table = x.base = NULL;
       if (i == 0) {
@@ -1388,7 +1388,7 @@ void g_select(gctx_t *c, const PgQuery__SelectStmt *s, gscope_t *parent,
   for (size_t i = 0; i < s->n_from_clause && g_ok(c); i++)
     (void)g_from_item(c, sc, s->from_clause[i]);
   if (s->where_clause)
-    (void)expr_clause(c, sc, s->where_clause, U_PRED, "a WHERE clause");
+    (void)g_expr_clause(c, sc, s->where_clause, U_PRED, "a WHERE clause");
   bool saved_taint = c->taint_only;
   c->taint_only = view_top;
   g_target_list(c, sc, s->target_list, s->n_target_list,
@@ -1423,9 +1423,9 @@ void g_select(gctx_t *c, const PgQuery__SelectStmt *s, gscope_t *parent,
   sort_clause(c, sc, s->sort_clause, s->n_sort_clause, *out, *names, *nout);
 limits:
   if (s->limit_count)
-    (void)expr_clause(c, sc, s->limit_count, U_PRED, "LIMIT");
+    (void)g_expr_clause(c, sc, s->limit_count, U_PRED, "LIMIT");
   if (s->limit_offset)
-    (void)expr_clause(c, sc, s->limit_offset, U_PRED, "OFFSET");
+    (void)g_expr_clause(c, sc, s->limit_offset, U_PRED, "OFFSET");
 done:
   c->depth--;
 }
