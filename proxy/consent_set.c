@@ -403,12 +403,13 @@ static size_t insert(pv_consent_set_t *s, const pv_consent_key_t *k, uint64_t h,
   return at;
 }
 
-int pv_consent_set_put(pv_consent_set_t *s, const pv_consent_key_t *key,
-                       int purpose, int value) {
+/* pv_consent_set_put with the key's hash h already computed. */
+static int put_hashed(pv_consent_set_t *s, const pv_consent_key_t *key,
+                      uint64_t h, int purpose, int value) {
   if (purpose < 0 || purpose >= PV_CONSENT_MAX_PURPOSES || value < -1 ||
       value > 1 || (byte_keys(s) && key->len > PV_CONSENT_KEY_MAX))
     return PV_EINVAL;
-  uint64_t h = key_hash(s, key), bit = (uint64_t)1 << purpose;
+  uint64_t bit = (uint64_t)1 << purpose;
   size_t at = 0, i = find(s, key, h, &at);
   if (i == SIZE_MAX) {
     if (value == -1 && !s->is_delta)
@@ -430,6 +431,40 @@ int pv_consent_set_put(pv_consent_set_t *s, const pv_consent_key_t *key,
     sl[W_R] |= bit;
   if (s->is_delta)
     sl[3] |= bit;
+  return PV_OK;
+}
+
+int pv_consent_set_put(pv_consent_set_t *s, const pv_consent_key_t *key,
+                       int purpose, int value) {
+  if (byte_keys(s) && key->len > PV_CONSENT_KEY_MAX)
+    return PV_EINVAL;
+  return put_hashed(s, key, key_hash(s, key), purpose, value);
+}
+
+/* Rows per prefetch round: enough distinct subjects to keep a core's
+ * outstanding-miss slots busy, few enough that the first prefetched lines
+ * are still cached when their put runs. */
+#define PUT_BATCH 64
+
+int pv_consent_set_put_many(pv_consent_set_t *s, const pv_consent_put_t *puts,
+                            size_t n, size_t *done) {
+  uint64_t h[PUT_BATCH];
+  *done = 0;
+  for (size_t b = 0; b < n; b += PUT_BATCH) {
+    size_t m = n - b < PUT_BATCH ? n - b : PUT_BATCH;
+    for (size_t i = 0; i < m; i++) {
+      const pv_consent_key_t *k = &puts[b + i].key;
+      h[i] = byte_keys(s) && k->len > PV_CONSENT_KEY_MAX ? 0 : key_hash(s, k);
+      __builtin_prefetch(slot(s, slot_of(h[i], s->cap)), 1);
+    }
+    for (size_t i = 0; i < m; i++) {
+      const pv_consent_put_t *p = &puts[b + i];
+      int rc = put_hashed(s, &p->key, h[i], p->purpose, p->value);
+      if (rc)
+        return rc;
+      (*done)++;
+    }
+  }
   return PV_OK;
 }
 

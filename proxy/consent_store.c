@@ -344,11 +344,13 @@ static const char *field(const char *src, size_t n, char *buf, size_t cap,
   return copy_unescape(src, n, buf, cap, outlen) ? buf : NULL;
 }
 
-/* Applies one COPY row "subject\tpurpose\tgranted\n" to set. Returns 1
- * applied, 0 ignored, or a negative PV_E*. */
-static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
-                    pcache_t *pc, pv_consent_key_kind_t kind, const char *row,
-                    size_t len) {
+/* Parses one COPY row "subject\tpurpose\tgranted\n" into out. sbuf
+ * (PV_CONSENT_KEY_MAX + 1 bytes) takes an unescaped text subject, so
+ * out->key may point into row or into sbuf. Returns 1 parsed, 0 ignored,
+ * or a negative PV_E*. */
+static int parse_row(const pv_rules_t *rules, pcache_t *pc,
+                     pv_consent_key_kind_t kind, const char *row, size_t len,
+                     char *sbuf, pv_consent_put_t *out) {
   if (len && row[len - 1] == '\n')
     len--;
   const char *t1 = memchr(row, '\t', len);
@@ -360,11 +362,12 @@ static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
   size_t glen = len - (size_t)(g - row);
   if (glen != 1 || (g[0] != 't' && g[0] != 'f'))
     return 0; /* NULL granted: no row */
-  char sbuf[PV_CONSENT_KEY_MAX + 1], pbuf[IDENT_MAX + 1];
+  char pbuf[IDENT_MAX + 1];
   size_t slen, plen;
   if (t1 - row == 2 && row[0] == '\\' && row[1] == 'N')
     return 0;
-  const char *subj = field(row, (size_t)(t1 - row), sbuf, sizeof sbuf, &slen);
+  const char *subj =
+      field(row, (size_t)(t1 - row), sbuf, PV_CONSENT_KEY_MAX + 1, &slen);
   const char *purp =
       field(t1 + 1, (size_t)(t2 - t1 - 1), pbuf, sizeof pbuf, &plen);
   if (!subj || !purp)
@@ -373,13 +376,62 @@ static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
     memcpy(pbuf, purp, plen);
     pbuf[plen] = '\0';
   }
-  int p = purpose_of(pc, rules, pbuf, plen);
-  pv_consent_key_t k;
-  if (p < 0 || pv_consent_key_make(kind, 25, 0, (const uint8_t *)subj,
-                                   (int32_t)slen, &k))
+  out->purpose = purpose_of(pc, rules, pbuf, plen);
+  out->value = g[0] == 't';
+  if (out->purpose < 0 || pv_consent_key_make(kind, 25, 0,
+                                              (const uint8_t *)subj,
+                                              (int32_t)slen, &out->key))
     return 0;
-  int rc = pv_consent_set_put(set, &k, p, g[0] == 't');
-  return rc ? rc : 1;
+  return 1;
+}
+
+/* Rows parsed but not yet put, so their table slots can be fetched from
+ * memory together (pv_consent_set_put_many). bufs: the libpq row buffers
+ * that keys point into, freed once the batch is put. */
+#define LOAD_BATCH 256
+typedef struct {
+  pv_consent_put_t puts[LOAD_BATCH];
+  char *bufs[LOAD_BATCH];
+  size_t n, nbufs;
+} batch_t;
+
+static int batch_flush(pv_consent_set_t *set, batch_t *b) {
+  size_t done = 0;
+  int rc = b->n ? pv_consent_set_put_many(set, b->puts, b->n, &done) : PV_OK;
+  for (size_t i = 0; i < b->nbufs; i++)
+    PQfreemem(b->bufs[i]);
+  b->n = b->nbufs = 0;
+  return rc;
+}
+
+/* Takes one COPY row (and ownership of buf). Returns 1 applied or queued,
+ * 0 ignored, or a negative PV_E*. */
+static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
+                    pcache_t *pc, pv_consent_key_kind_t kind, batch_t *b,
+                    char *buf, size_t len) {
+  char sbuf[PV_CONSENT_KEY_MAX + 1];
+  pv_consent_put_t *put = &b->puts[b->n];
+  int r = parse_row(rules, pc, kind, buf, len, sbuf, put);
+  if (r <= 0 || !put->key.p) { /* nothing points into buf */
+    PQfreemem(buf);
+  } else if (put->key.p == (const uint8_t *)sbuf) {
+    /* an unescaped subject lives on this stack frame: put it now */
+    int rc = batch_flush(set, b);
+    if (!rc)
+      rc = pv_consent_set_put(set, &put->key, put->purpose, put->value);
+    PQfreemem(buf);
+    return rc ? rc : 1;
+  } else {
+    b->bufs[b->nbufs++] = buf;
+  }
+  if (r <= 0)
+    return r;
+  if (++b->n == LOAD_BATCH) {
+    int rc = batch_flush(set, b);
+    if (rc)
+      return rc;
+  }
+  return 1;
 }
 
 static size_t row_estimate(PGconn *pg, const ccfg_t *c, size_t npurposes) {
@@ -403,20 +455,34 @@ static int copy_rows(pv_consent_store_t *st, load_job_t *j, PGconn *pg) {
   int n;
   int rc = PV_OK;
   pcache_t pc = {.n = 0};
+  batch_t *b = malloc(sizeof *b);
+  if (!b) {
+    snprintf(j->err, sizeof j->err, "out of memory");
+    return PV_ENOMEM;
+  }
+  b->n = b->nbufs = 0;
   while ((n = PQgetCopyData(pg, &buf, 0)) > 0) {
     if (rc == PV_OK) {
-      int r = load_row(j->set, rules, &pc, j->kind, buf, (size_t)n);
-      if (r < 0) {
+      int r = load_row(j->set, rules, &pc, j->kind, b, buf, (size_t)n);
+      if (r < 0)
         rc = r;
-        snprintf(j->err, sizeof j->err, "consent load: %s", pv_strerror(r));
-      } else if (r == 0) {
+      else if (r == 0)
         j->ignored++;
-      }
+    } else {
+      PQfreemem(buf);
     }
-    PQfreemem(buf);
-    if (++j->rows % STOP_CHECK_ROWS == 0 && atomic_load(&st->stopping))
+    if (++j->rows % STOP_CHECK_ROWS == 0 && atomic_load(&st->stopping)) {
+      (void)batch_flush(j->set, b);
+      free(b);
       return PV_EIO; /* the connection is dropped by the caller */
+    }
   }
+  int frc = batch_flush(j->set, b);
+  free(b);
+  if (rc == PV_OK)
+    rc = frc;
+  if (rc != PV_OK)
+    snprintf(j->err, sizeof j->err, "consent load: %s", pv_strerror(rc));
   if (n == -2) {
     snprintf(j->err, sizeof j->err, "consent COPY: %s", PQerrorMessage(pg));
     trim_nl(j->err);
