@@ -11,6 +11,7 @@
 #include "pgveil/pg_msg_frontend.h"
 #include "pgveil/reldir.h"
 #include "pgveil/sql_guard.h"
+#include "pgveil/sql_normalize.h"
 #include "session_internal.h"
 
 /* ---- guard ------------------------------------------------------------- */
@@ -18,6 +19,23 @@
 /* Runs the guard over sql (NUL-terminated): OUT *res NULL when the pre-scan
  * shows it cannot touch protected data. The result lives in the worker's
  * cache until the next analysis. Returns PV_OK or an analysis error. */
+#define NORM_MAX 4096 /* longer statements are cached by exact text only */
+#define SHAPE_SALT 0x9e3779b97f4a7c15ULL
+
+/* True when the analysis cannot depend on the statement's constants: one
+ * plain SELECT/INSERT/UPDATE/DELETE (byte offsets of several statements
+ * would shift with the constants' lengths), no set_config(), no COPY. */
+static bool shape_only(const pv_guard_result_t *r) {
+  for (size_t i = 0; i < r->nstmts; i++) {
+    const pv_guard_stmt_t *st = &r->stmts[i];
+    if ((st->kind != PV_GSTMT_SELECT && st->kind != PV_GSTMT_INSERT &&
+         st->kind != PV_GSTMT_UPDATE && st->kind != PV_GSTMT_DELETE) ||
+        st->set_name || st->has_copy)
+      return false;
+  }
+  return r->nstmts == 1;
+}
+
 static int guard_analyze(pv_session_t *s, const char *sql, size_t len,
                          const pv_guard_result_t **res) {
   pv_worker_t *w = s->w;
@@ -31,8 +49,23 @@ static int guard_analyze(pv_session_t *s, const char *sql, size_t len,
   if (!w->guard_cache &&
       !(w->guard_cache = pv_guard_cache_new(GUARD_CACHE_SLOTS)))
     return PV_ENOMEM;
-  uint64_t key = pv_guard_cache_key(sql, len, s->purpose, rules->fingerprint,
-                                    pv_policy_generation(s->policy), sp, 2);
+  /* Statements that differ only in constants share one analysis, keyed by
+   * their literal-free form (salted apart from exact texts). */
+  char norm[NORM_MAX];
+  size_t nlen = 0;
+  bool by_shape = len <= sizeof norm &&
+                  pv_sql_normalize(sql, len, norm, sizeof norm, &nlen) == 1;
+  uint64_t gen = pv_policy_generation(s->policy);
+  uint64_t shape_key = 0,
+           key = pv_guard_cache_key(sql, len, s->purpose, rules->fingerprint,
+                                    gen, sp, 2);
+  if (by_shape) {
+    shape_key = pv_guard_cache_key(norm, nlen, s->purpose, rules->fingerprint,
+                                   gen, sp, 2) ^
+                SHAPE_SALT;
+    if ((*res = pv_guard_cache_get(w->guard_cache, shape_key)) != NULL)
+      return PV_OK;
+  }
   if ((*res = pv_guard_cache_get(w->guard_cache, key)) != NULL)
     return PV_OK;
   pv_guard_input_t in = {.rules = rules,
@@ -45,7 +78,9 @@ static int guard_analyze(pv_session_t *s, const char *sql, size_t len,
   int rc = pv_guard_analyze(&in, sql, &r);
   if (rc)
     return rc;
-  pv_guard_cache_put(w->guard_cache, key, r);
+  /* Shared by shape only when its constants cannot matter. */
+  pv_guard_cache_put(w->guard_cache,
+                     by_shape && shape_only(r) ? shape_key : key, r);
   *res = r;
   return PV_OK;
 }

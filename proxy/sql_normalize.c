@@ -153,7 +153,7 @@ int pv_sql_normalize(const char *sql, size_t len, char *out, size_t cap,
            n += (size_t)more)
         if (more < 0)
           return 0;
-      out[o++] = '?';
+      out[o++] = PV_SQL_LITERAL;
       i += n;
       literals++;
       continue;

@@ -9,7 +9,9 @@
  * backslashes and non-ASCII bytes outside strings, numbers glued to
  * identifiers. Plain '...' strings (with '' inside; any bytes, since
  * standard_conforming_strings is enforced on and the encoding is UTF-8) and
- * unsigned decimal numbers become '?'; everything else is kept byte for
+ * unsigned decimal numbers become PV_SQL_LITERAL, a control byte that the
+ * scanner refuses in its input, so it cannot be confused with anything
+ * written (unlike '?', an operator); everything else is kept byte for
  * byte, quoted identifiers and comments included. */
 #ifndef PGVEIL_SQL_NORMALIZE_H
 #define PGVEIL_SQL_NORMALIZE_H
@@ -17,6 +19,8 @@
 #include <stddef.h>
 
 #include "pgveil/errors.h"
+
+#define PV_SQL_LITERAL '\x01' /* stands for one constant */
 
 /* Writes the literal-free form of sql[0..len) into out[0..cap) (not
  * NUL-terminated), OUT: *outlen. Returns 1 when the statement is in the

@@ -9,6 +9,9 @@ static const char *norm(const char *sql, int *rc) {
   size_t n = 0;
   *rc = pv_sql_normalize(sql, strlen(sql), out, sizeof out - 1, &n);
   out[*rc == 1 ? n : 0] = 0;
+  for (char *p = out; *p; p++) /* show the marker as '?' */
+    if (*p == PV_SQL_LITERAL)
+      *p = '?';
   return out;
 }
 
@@ -66,6 +69,13 @@ static void test_distinct_shapes_stay_distinct(void) {
   strcpy(a, norm("SELECT id FROM customers WHERE id = 1", &rc));
   strcpy(b, norm("SELECT id FROM customers WHERE ssn = '1'", &rc));
   CHECK(strcmp(a, b) != 0);
+  /* '?' the operator and a constant stay apart */
+  strcpy(a, norm("SELECT x ? 1", &rc));
+  size_t na = 0, nb = 0;
+  char ra[64], rb[64];
+  CHECK_EQ(pv_sql_normalize("SELECT x ? 1", 12, ra, sizeof ra, &na), 1);
+  CHECK_EQ(pv_sql_normalize("SELECT x 1 ?", 12, rb, sizeof rb, &nb), 1);
+  CHECK(na != nb || memcmp(ra, rb, na) != 0);
   strcpy(a, norm("SELECT 'x' || 'y' FROM t", &rc));
   strcpy(b, norm("SELECT 'x' , ssn FROM t", &rc));
   CHECK(strcmp(a, b) != 0);
