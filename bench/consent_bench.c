@@ -70,6 +70,8 @@ int main(void) {
   snprintf(cfg.control_dsn, sizeof cfg.control_dsn, "%s", dsn);
   pv_consent_store_limits_t lim = pv_consent_store_limits_default();
   lim.start_wait_ms = 300000;
+  const char *parts = getenv("PGVEIL_BENCH_PARTS"); /* 0/unset: auto */
+  lim.load_parts = parts ? (size_t)strtoul(parts, NULL, 10) : 0;
   long rss0 = rss_kib();
   double t0 = mono_s();
   pv_consent_store_t *st = NULL;

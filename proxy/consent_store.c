@@ -25,7 +25,8 @@ pv_consent_store_limits_t pv_consent_store_limits_default(void) {
                                      .config_poll_ms = 1000,
                                      .start_wait_ms = 30000,
                                      .max_subjects = 200000000,
-                                     .delta_merge = 0};
+                                     .delta_merge = 0,
+                                     .load_parts = 0};
 }
 
 static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
@@ -57,6 +58,7 @@ typedef struct {
   char err[ERRMSG_MAX];
   pv_consent_set_t *set;
   uint64_t rows, ignored, ms;
+  size_t parts; /* COPYs it ran in parallel */
 } load_job_t;
 
 struct pv_consent_store {
@@ -395,9 +397,24 @@ typedef struct {
   size_t n, nbufs;
 } batch_t;
 
-static int batch_flush(pv_consent_set_t *set, batch_t *b) {
+/* What the parts of one full load share. Owner: load_work's frame. */
+typedef struct {
+  pv_consent_store_t *st;
+  const pv_rules_t *rules;
+  pv_consent_key_kind_t kind;
+  pv_consent_set_t *set;
+  pthread_mutex_t mu; /* serialises the puts of the parts into set */
+  atomic_bool failed; /* a part failed: the others stop early */
+} load_ctx_t;
+
+static int batch_flush(load_ctx_t *ctx, batch_t *b) {
   size_t done = 0;
-  int rc = b->n ? pv_consent_set_put_many(set, b->puts, b->n, &done) : PV_OK;
+  int rc = PV_OK;
+  if (b->n) {
+    pthread_mutex_lock(&ctx->mu);
+    rc = pv_consent_set_put_many(ctx->set, b->puts, b->n, &done);
+    pthread_mutex_unlock(&ctx->mu);
+  }
   for (size_t i = 0; i < b->nbufs; i++)
     PQfreemem(b->bufs[i]);
   b->n = b->nbufs = 0;
@@ -406,19 +423,21 @@ static int batch_flush(pv_consent_set_t *set, batch_t *b) {
 
 /* Takes one COPY row (and ownership of buf). Returns 1 applied or queued,
  * 0 ignored, or a negative PV_E*. */
-static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
-                    pcache_t *pc, pv_consent_key_kind_t kind, batch_t *b,
-                    char *buf, size_t len) {
+static int load_row(load_ctx_t *ctx, pcache_t *pc, batch_t *b, char *buf,
+                    size_t len) {
   char sbuf[PV_CONSENT_KEY_MAX + 1];
   pv_consent_put_t *put = &b->puts[b->n];
-  int r = parse_row(rules, pc, kind, buf, len, sbuf, put);
+  int r = parse_row(ctx->rules, pc, ctx->kind, buf, len, sbuf, put);
   if (r <= 0 || !put->key.p) { /* nothing points into buf */
     PQfreemem(buf);
   } else if (put->key.p == (const uint8_t *)sbuf) {
     /* an unescaped subject lives on this stack frame: put it now */
-    int rc = batch_flush(set, b);
-    if (!rc)
-      rc = pv_consent_set_put(set, &put->key, put->purpose, put->value);
+    int rc = batch_flush(ctx, b);
+    if (!rc) {
+      pthread_mutex_lock(&ctx->mu);
+      rc = pv_consent_set_put(ctx->set, &put->key, put->purpose, put->value);
+      pthread_mutex_unlock(&ctx->mu);
+    }
     PQfreemem(buf);
     return rc ? rc : 1;
   } else {
@@ -427,125 +446,324 @@ static int load_row(pv_consent_set_t *set, const pv_rules_t *rules,
   if (r <= 0)
     return r;
   if (++b->n == LOAD_BATCH) {
-    int rc = batch_flush(set, b);
+    int rc = batch_flush(ctx, b);
     if (rc)
       return rc;
   }
   return 1;
 }
 
-static size_t row_estimate(PGconn *pg, const ccfg_t *c, size_t npurposes) {
+/* What a load needs to know of the table: kind r (or m) can be read in
+ * block ranges; relpages and reltuples are the planner's estimates (as of
+ * the last VACUUM or ANALYZE: they size, they never bound). */
+typedef struct {
+  char relkind;
+  uint32_t relpages;
+  size_t reltuples;
+} relinfo_t;
+
+static void rel_info(PGconn *pg, const ccfg_t *c, relinfo_t *ri) {
   const char *params[2] = {c->schema, c->table};
-  PGresult *r = PQexecParams(
-      pg,
-      "SELECT greatest(k.reltuples, 0)::int8 FROM pg_catalog.pg_class k"
-      " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
-      " WHERE n.nspname = $1 AND k.relname = $2",
-      2, NULL, params, NULL, NULL, 0);
-  size_t est = 0;
-  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
-    est = (size_t)strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+  PGresult *r =
+      PQexecParams(pg,
+                   "SELECT k.relkind, greatest(k.relpages, 0)::int8,"
+                   " greatest(k.reltuples, 0)::int8 FROM pg_catalog.pg_class k"
+                   " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
+                   " WHERE n.nspname = $1 AND k.relname = $2",
+                   2, NULL, params, NULL, NULL, 0);
+  memset(ri, 0, sizeof *ri);
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+    ri->relkind = PQgetvalue(r, 0, 0)[0];
+    unsigned long long pages = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+    ri->relpages = pages > UINT32_MAX ? UINT32_MAX : (uint32_t)pages;
+    ri->reltuples = (size_t)strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+  }
   PQclear(r);
-  return est / (npurposes ? npurposes : 1);
 }
 
-static int copy_rows(pv_consent_store_t *st, load_job_t *j, PGconn *pg) {
-  const pv_rules_t *rules = pv_policy_rules(j->policy);
+/* Parallel parts of a full load: each its own connection, block range and
+ * thread, all reading one exported snapshot. PostgreSQL produces COPY
+ * rows on one core per connection, and that is most of a big load. */
+#define PARTS_MAX 4
+/* Auto mode: one part per this many heap pages (64 MiB), up to PARTS_MAX
+ * and the cores of this machine (each part parses on its own thread):
+ * below it a second connection costs more than it saves. */
+#define PART_MIN_PAGES 8192
+
+/* One COPY on its own connection. Owner: load_work's frame. */
+typedef struct {
+  load_ctx_t *ctx;
+  PGconn *pg;
+  char sql[1024];
+  uv_thread_t thread;
+  bool threaded;
+  int rc;
+  char err[ERRMSG_MAX];
+  uint64_t rows, ignored;
+} load_part_t;
+
+static int copy_rows(load_part_t *part) {
+  load_ctx_t *ctx = part->ctx;
+  PGconn *pg = part->pg;
   char *buf = NULL;
   int n;
   int rc = PV_OK;
   pcache_t pc = {.n = 0};
   batch_t *b = malloc(sizeof *b);
   if (!b) {
-    snprintf(j->err, sizeof j->err, "out of memory");
+    snprintf(part->err, sizeof part->err, "out of memory");
     return PV_ENOMEM;
   }
   b->n = b->nbufs = 0;
   while ((n = PQgetCopyData(pg, &buf, 0)) > 0) {
     if (rc == PV_OK) {
-      int r = load_row(j->set, rules, &pc, j->kind, b, buf, (size_t)n);
+      int r = load_row(ctx, &pc, b, buf, (size_t)n);
       if (r < 0)
         rc = r;
       else if (r == 0)
-        j->ignored++;
+        part->ignored++;
     } else {
       PQfreemem(buf);
     }
-    if (++j->rows % STOP_CHECK_ROWS == 0 && atomic_load(&st->stopping)) {
-      (void)batch_flush(j->set, b);
+    if (++part->rows % STOP_CHECK_ROWS == 0 &&
+        (atomic_load(&ctx->st->stopping) || atomic_load(&ctx->failed))) {
+      (void)batch_flush(ctx, b);
       free(b);
+      snprintf(part->err, sizeof part->err, "stopped");
       return PV_EIO; /* the connection is dropped by the caller */
     }
   }
-  int frc = batch_flush(j->set, b);
+  int frc = batch_flush(ctx, b);
   free(b);
   if (rc == PV_OK)
     rc = frc;
   if (rc != PV_OK)
-    snprintf(j->err, sizeof j->err, "consent load: %s", pv_strerror(rc));
+    snprintf(part->err, sizeof part->err, "consent load: %s",
+             pv_strerror(rc));
   if (n == -2) {
-    snprintf(j->err, sizeof j->err, "consent COPY: %s", PQerrorMessage(pg));
-    trim_nl(j->err);
+    snprintf(part->err, sizeof part->err, "consent COPY: %s",
+             PQerrorMessage(pg));
+    trim_nl(part->err);
     return PV_EIO;
   }
   PGresult *r;
   while ((r = PQgetResult(pg)) != NULL) {
-    if (rc == PV_OK && !pq_ok(pg, r, j->err, sizeof j->err))
+    if (rc == PV_OK && !pq_ok(pg, r, part->err, sizeof part->err))
       rc = PV_EIO;
     PQclear(r);
   }
   return rc;
 }
 
+static void part_run(void *arg) {
+  load_part_t *part = arg;
+  PGresult *r = PQexec(part->pg, part->sql);
+  bool ok = pq_ok(part->pg, r, part->err, sizeof part->err) &&
+            PQresultStatus(r) == PGRES_COPY_OUT;
+  PQclear(r);
+  part->rc = ok ? copy_rows(part) : PV_EIO;
+  if (part->rc)
+    atomic_store(&part->ctx->failed, true);
+}
+
+static bool exec_ok(PGconn *pg, const char *sql, char *err, size_t errcap) {
+  PGresult *r = PQexec(pg, sql);
+  bool ok = pq_ok(pg, r, err, errcap);
+  PQclear(r);
+  return ok;
+}
+
+/* Opens parts 1..n-1 on new connections that read the snapshot of part
+ * 0's REPEATABLE READ transaction (pg_export_snapshot), so every part sees
+ * the same instant and NOTIFY replay covers exactly what came after it.
+ * On failure the caller closes what was opened and falls back. */
+static int parts_open(const pv_consent_store_t *st, load_part_t *parts,
+                      size_t n, char *err, size_t errcap) {
+  static const char begin[] =
+      "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+  if (!exec_ok(parts[0].pg, begin, err, errcap))
+    return PV_EIO;
+  PGresult *r = PQexec(parts[0].pg, "SELECT pg_catalog.pg_export_snapshot()");
+  if (!pq_ok(parts[0].pg, r, err, errcap) || PQntuples(r) != 1) {
+    PQclear(r);
+    return PV_EIO;
+  }
+  char *lit = PQescapeLiteral(parts[0].pg, PQgetvalue(r, 0, 0),
+                              strlen(PQgetvalue(r, 0, 0)));
+  PQclear(r);
+  char sql[256];
+  if (!lit || (size_t)snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT %s",
+                               lit) >= sizeof sql) {
+    PQfreemem(lit);
+    snprintf(err, errcap, "snapshot id");
+    return PV_EIO;
+  }
+  PQfreemem(lit);
+  for (size_t i = 1; i < n; i++) {
+    parts[i].pg = connect_pg(st->cfg, "pgveil-consent-load", err, errcap);
+    if (!parts[i].pg || !exec_ok(parts[i].pg, begin, err, errcap) ||
+        !exec_ok(parts[i].pg, sql, err, errcap))
+      return PV_EIO;
+  }
+  return PV_OK;
+}
+
+/* How many parts: 1 unless the table is a plain table (or materialized
+ * view) on PostgreSQL 14+ (TID range scans; older servers would scan the
+ * whole table once per part). lim.load_parts, or by size. */
+static size_t parts_wanted(const pv_consent_store_t *st, PGconn *pg,
+                           const relinfo_t *ri) {
+  if ((ri->relkind != 'r' && ri->relkind != 'm') ||
+      PQserverVersion(pg) < 140000)
+    return 1;
+  size_t n = st->lim.load_parts;
+  if (!n) {
+    size_t cores = (size_t)uv_available_parallelism();
+    n = ri->relpages / PART_MIN_PAGES;
+    n = n > cores ? cores : n;
+  }
+  return n < 1 ? 1 : n > PARTS_MAX ? PARTS_MAX : n;
+}
+
+/* The COPY of part i of n: blocks [i*pages/n, (i+1)*pages/n), the first
+ * part open below and the last open above, so rows in pages added since
+ * relpages was counted are read too. One part: the whole relation. */
+static bool part_sql(const char *cols, const char *rel, const relinfo_t *ri,
+                     size_t i, size_t n, char *out, size_t cap) {
+  int w;
+  if (n == 1 && ri->relkind == 'r') /* no executor: ~10% less server time */
+    w = snprintf(out, cap, "COPY %s (%s) TO STDOUT", rel, cols);
+  else if (n == 1)
+    w = snprintf(out, cap, "COPY (SELECT %s FROM %s) TO STDOUT", cols, rel);
+  else {
+    uint64_t lo = (uint64_t)ri->relpages * i / n;
+    uint64_t hi = (uint64_t)ri->relpages * (i + 1) / n;
+    char lo_s[64] = "", hi_s[64] = "";
+    if (i > 0)
+      snprintf(lo_s, sizeof lo_s, " AND ctid >= '(%llu,0)'::pg_catalog.tid",
+               (unsigned long long)lo);
+    if (i + 1 < n)
+      snprintf(hi_s, sizeof hi_s, " AND ctid < '(%llu,0)'::pg_catalog.tid",
+               (unsigned long long)hi);
+    w = snprintf(out, cap,
+                 "COPY (SELECT %s FROM %s WHERE true%s%s) TO STDOUT", cols,
+                 rel, lo_s, hi_s);
+  }
+  return w > 0 && (size_t)w < cap;
+}
+
+/* The quoted "subject, purpose, granted" column list. No ::text casts:
+ * COPY's text output is each type's output function, the same text as
+ * the cast and as the trigger's to_jsonb ->> for integer, uuid and text
+ * subjects, and the casts cost ~20% of the server's time on a 40M-row
+ * load. */
+static bool col_list(PGconn *pg, const ccfg_t *c, char *out, size_t cap) {
+  char *s = PQescapeIdentifier(pg, c->scol, strlen(c->scol));
+  char *p = PQescapeIdentifier(pg, c->pcol, strlen(c->pcol));
+  char *g = PQescapeIdentifier(pg, c->gcol, strlen(c->gcol));
+  bool ok = s && p && g &&
+            (size_t)snprintf(out, cap, "%s, %s, %s", s, p, g) < cap;
+  PQfreemem(s);
+  PQfreemem(p);
+  PQfreemem(g);
+  return ok;
+}
+
+/* Runs parts[0..n) at once (part 0 on this thread) and waits for all. */
+static void parts_run(load_part_t *parts, size_t n) {
+  for (size_t i = 1; i < n; i++)
+    parts[i].threaded =
+        uv_thread_create(&parts[i].thread, part_run, &parts[i]) == 0;
+  part_run(&parts[0]);
+  for (size_t i = 1; i < n; i++) {
+    if (parts[i].threaded)
+      uv_thread_join(&parts[i].thread);
+    else
+      part_run(&parts[i]); /* same snapshot, one after the other */
+  }
+}
+
+/* The first real error of the parts ("stopped" ones only followed it). */
+static void parts_result(load_job_t *j, load_part_t *parts, size_t n) {
+  j->rc = PV_OK;
+  for (size_t i = 0; i < n; i++) {
+    j->rows += parts[i].rows;
+    j->ignored += parts[i].ignored;
+    if (parts[i].rc && (j->rc == PV_OK || strcmp(j->err, "stopped") == 0)) {
+      j->rc = parts[i].rc;
+      snprintf(j->err, sizeof j->err, "%s", parts[i].err);
+    }
+  }
+}
+
 static void load_work(uv_work_t *req) {
   load_job_t *j = req->data;
   pv_consent_store_t *st = j->st;
   uint64_t t0 = now_ms();
+  load_part_t parts[PARTS_MAX];
+  memset(parts, 0, sizeof parts);
+  size_t n = 1;
+  load_ctx_t ctx = {.st = st,
+                    .rules = pv_policy_rules(j->policy),
+                    .kind = j->kind};
+  atomic_init(&ctx.failed, false);
   j->rc = PV_EIO;
-  PGconn *pg =
+  parts[0].pg =
       connect_pg(st->cfg, "pgveil-consent-load", j->err, sizeof j->err);
-  if (!pg)
-    return;
-  char rel[2 * IDENT_MAX + 8], sql[1024];
-  char *s = PQescapeIdentifier(pg, j->cc.scol, strlen(j->cc.scol));
-  char *p = PQescapeIdentifier(pg, j->cc.pcol, strlen(j->cc.pcol));
-  char *g = PQescapeIdentifier(pg, j->cc.gcol, strlen(j->cc.gcol));
-  bool built = s && p && g && qualified(pg, &j->cc, rel, sizeof rel);
-  /* No ::text casts: COPY's text output is each type's output function,
-   * the same text as the cast and as the trigger's to_jsonb ->> for
-   * integer, uuid and text subjects, and the casts cost ~20% of the
-   * server's time on a 40M-row load. */
-  if (built)
-    snprintf(sql, sizeof sql, "COPY (SELECT %s, %s, %s FROM %s) TO STDOUT", s,
-             p, g, rel);
-  PQfreemem(s);
-  PQfreemem(p);
-  PQfreemem(g);
-  size_t hint =
-      built ? row_estimate(pg, &j->cc, pv_policy_rules(j->policy)->npurposes)
-            : 0;
-  if (!built) {
+  if (!parts[0].pg)
+    goto done;
+  char rel[2 * IDENT_MAX + 8], cols[3 * IDENT_MAX + 16];
+  if (!qualified(parts[0].pg, &j->cc, rel, sizeof rel) ||
+      !col_list(parts[0].pg, &j->cc, cols, sizeof cols)) {
     snprintf(j->err, sizeof j->err, "out of memory");
-  } else if ((j->rc = pv_consent_set_new(j->kind, false, hint,
-                                         st->lim.max_subjects, &j->set))) {
+    goto done;
+  }
+  relinfo_t ri;
+  rel_info(parts[0].pg, &j->cc, &ri);
+  n = parts_wanted(st, parts[0].pg, &ri);
+  char perr[ERRMSG_MAX] = "";
+  if (n > 1 && parts_open(st, parts, n, perr, sizeof perr)) {
+    pv_log(PV_LOG_WARN, "consent: parallel load unavailable (%s); one COPY",
+           perr);
+    for (size_t i = 1; i < n; i++) {
+      PQfinish(parts[i].pg);
+      parts[i].pg = NULL;
+    }
+    n = 1;
+    if (!exec_ok(parts[0].pg, "ROLLBACK", j->err, sizeof j->err))
+      goto done;
+  }
+  for (size_t i = 0; i < n; i++) {
+    parts[i].ctx = &ctx;
+    if (!part_sql(cols, rel, &ri, i, n, parts[i].sql, sizeof parts[i].sql)) {
+      snprintf(j->err, sizeof j->err, "consent query too long");
+      goto done;
+    }
+  }
+  size_t np = ctx.rules->npurposes ? ctx.rules->npurposes : 1;
+  if ((j->rc = pv_consent_set_new(j->kind, false, ri.reltuples / np,
+                                  st->lim.max_subjects, &ctx.set))) {
     snprintf(j->err, sizeof j->err, "out of memory");
-  } else {
-    PGresult *r = PQexec(pg, sql);
-    j->rc = pq_ok(pg, r, j->err, sizeof j->err) &&
-                    PQresultStatus(r) == PGRES_COPY_OUT
-                ? PV_OK
-                : PV_EIO;
-    PQclear(r);
-    if (!j->rc)
-      j->rc = copy_rows(st, j, pg);
-    if (!j->rc && pv_consent_set_compact(j->set))
-      pv_log(PV_LOG_WARN, "consent set not compacted (out of memory)");
+    goto done;
   }
-  PQfinish(pg);
-  if (j->rc) {
-    pv_consent_set_release(j->set);
-    j->set = NULL;
+  if (pthread_mutex_init(&ctx.mu, NULL)) {
+    j->rc = PV_ENOMEM;
+    snprintf(j->err, sizeof j->err, "out of memory");
+    goto done;
   }
+  j->parts = n;
+  parts_run(parts, n);
+  pthread_mutex_destroy(&ctx.mu);
+  parts_result(j, parts, n);
+  if (!j->rc && pv_consent_set_compact(ctx.set))
+    pv_log(PV_LOG_WARN, "consent set not compacted (out of memory)");
+done:
+  for (size_t i = 0; i < n; i++)
+    PQfinish(parts[i].pg); /* ends the snapshot's transactions */
+  if (j->rc)
+    pv_consent_set_release(ctx.set);
+  else
+    j->set = ctx.set;
   j->ms = now_ms() - t0;
 }
 
@@ -858,10 +1076,11 @@ static void after_load(uv_work_t *req, int status) {
     atomic_store_explicit(&st->load_rows, j->rows, memory_order_relaxed);
     pv_log(PV_LOG_INFO,
            "consent: loaded %s.%s: %llu rows, %zu subjects, %zu bytes, "
-           "%llu ignored, %llu ms",
+           "%llu ignored, %llu ms, %zu part%s",
            st->cc.schema, st->cc.table, (unsigned long long)j->rows,
            pv_consent_set_count(st->base), pv_consent_set_bytes(st->base),
-           (unsigned long long)j->ignored, (unsigned long long)j->ms);
+           (unsigned long long)j->ignored, (unsigned long long)j->ms,
+           j->parts, j->parts == 1 ? "" : "s");
     st->next_resync_ms = st->resync_pending ? 0 : now_ms() + st->cc.resync_ms;
   } else {
     pv_consent_set_release(st->since);

@@ -225,6 +225,11 @@ typedef struct {
   size_t max_subjects;     /* subjects in a set: 200000000 */
   size_t delta_merge;      /* delta subjects that trigger a resync:
                               max(65536, base/16) when 0 */
+  size_t load_parts;       /* parallel COPYs (connections) of a full load of
+                              a plain table on PostgreSQL 14+, over block
+                              ranges of one exported snapshot, 1..4; 0: one
+                              per 64 MiB of table, up to 4 and the
+                              machine's cores */
 } pv_consent_store_limits_t;
 
 pv_consent_store_limits_t pv_consent_store_limits_default(void);
