@@ -117,6 +117,16 @@ static void cfg_from_rules(const pv_rules_t *r, ccfg_t *c) {
   c->purposes_hash = pv_consent_purposes_hash(r);
 }
 
+/* Member by member: the struct has padding. */
+static bool ccfg_eq(const ccfg_t *a, const ccfg_t *b) {
+  return a->configured == b->configured && strcmp(a->schema, b->schema) == 0 &&
+         strcmp(a->table, b->table) == 0 && strcmp(a->scol, b->scol) == 0 &&
+         strcmp(a->pcol, b->pcol) == 0 && strcmp(a->gcol, b->gcol) == 0 &&
+         strcmp(a->chan, b->chan) == 0 &&
+         a->max_staleness_ms == b->max_staleness_ms &&
+         a->resync_ms == b->resync_ms && a->purposes_hash == b->purposes_hash;
+}
+
 /* ---- libpq -------------------------------------------------------------- */
 
 /* The connection keywords, as control.c builds them (its params_build is
@@ -380,9 +390,9 @@ static int parse_row(const pv_rules_t *rules, pcache_t *pc,
   }
   out->purpose = purpose_of(pc, rules, pbuf, plen);
   out->value = g[0] == 't';
-  if (out->purpose < 0 || pv_consent_key_make(kind, 25, 0,
-                                              (const uint8_t *)subj,
-                                              (int32_t)slen, &out->key))
+  if (out->purpose < 0 ||
+      pv_consent_key_make(kind, 25, 0, (const uint8_t *)subj, (int32_t)slen,
+                          &out->key))
     return 0;
   return 1;
 }
@@ -454,8 +464,9 @@ static int load_row(load_ctx_t *ctx, pcache_t *pc, batch_t *b, char *buf,
 }
 
 /* What a load needs to know of the table: kind r (or m) can be read in
- * block ranges; relpages and reltuples are the planner's estimates (as of
- * the last VACUUM or ANALYZE: they size, they never bound). */
+ * block ranges; relpages is its size now (pg_class.relpages can lag far
+ * behind a growing table); reltuples the planner's estimate as of the last
+ * VACUUM or ANALYZE. Both only size the load: they never bound it. */
 typedef struct {
   char relkind;
   uint32_t relpages;
@@ -466,7 +477,8 @@ static void rel_info(PGconn *pg, const ccfg_t *c, relinfo_t *ri) {
   const char *params[2] = {c->schema, c->table};
   PGresult *r =
       PQexecParams(pg,
-                   "SELECT k.relkind, greatest(k.relpages, 0)::int8,"
+                   "SELECT k.relkind, pg_catalog.pg_relation_size(k.oid)"
+                   " / pg_catalog.current_setting('block_size')::int8,"
                    " greatest(k.reltuples, 0)::int8 FROM pg_catalog.pg_class k"
                    " JOIN pg_catalog.pg_namespace n ON n.oid = k.relnamespace"
                    " WHERE n.nspname = $1 AND k.relname = $2",
@@ -538,8 +550,7 @@ static int copy_rows(load_part_t *part) {
   if (rc == PV_OK)
     rc = frc;
   if (rc != PV_OK)
-    snprintf(part->err, sizeof part->err, "consent load: %s",
-             pv_strerror(rc));
+    snprintf(part->err, sizeof part->err, "consent load: %s", pv_strerror(rc));
   if (n == -2) {
     snprintf(part->err, sizeof part->err, "consent COPY: %s",
              PQerrorMessage(pg));
@@ -645,9 +656,8 @@ static bool part_sql(const char *cols, const char *rel, const relinfo_t *ri,
     if (i + 1 < n)
       snprintf(hi_s, sizeof hi_s, " AND ctid < '(%llu,0)'::pg_catalog.tid",
                (unsigned long long)hi);
-    w = snprintf(out, cap,
-                 "COPY (SELECT %s FROM %s WHERE true%s%s) TO STDOUT", cols,
-                 rel, lo_s, hi_s);
+    w = snprintf(out, cap, "COPY (SELECT %s FROM %s WHERE true%s%s) TO STDOUT",
+                 cols, rel, lo_s, hi_s);
   }
   return w > 0 && (size_t)w < cap;
 }
@@ -661,8 +671,8 @@ static bool col_list(PGconn *pg, const ccfg_t *c, char *out, size_t cap) {
   char *s = PQescapeIdentifier(pg, c->scol, strlen(c->scol));
   char *p = PQescapeIdentifier(pg, c->pcol, strlen(c->pcol));
   char *g = PQescapeIdentifier(pg, c->gcol, strlen(c->gcol));
-  bool ok = s && p && g &&
-            (size_t)snprintf(out, cap, "%s, %s, %s", s, p, g) < cap;
+  bool ok =
+      s && p && g && (size_t)snprintf(out, cap, "%s, %s, %s", s, p, g) < cap;
   PQfreemem(s);
   PQfreemem(p);
   PQfreemem(g);
@@ -703,9 +713,8 @@ static void load_work(uv_work_t *req) {
   load_part_t parts[PARTS_MAX];
   memset(parts, 0, sizeof parts);
   size_t n = 1;
-  load_ctx_t ctx = {.st = st,
-                    .rules = pv_policy_rules(j->policy),
-                    .kind = j->kind};
+  load_ctx_t ctx = {
+      .st = st, .rules = pv_policy_rules(j->policy), .kind = j->kind};
   atomic_init(&ctx.failed, false);
   j->rc = PV_EIO;
   parts[0].pg =
@@ -1079,8 +1088,8 @@ static void after_load(uv_work_t *req, int status) {
            "%llu ignored, %llu ms, %zu part%s",
            st->cc.schema, st->cc.table, (unsigned long long)j->rows,
            pv_consent_set_count(st->base), pv_consent_set_bytes(st->base),
-           (unsigned long long)j->ignored, (unsigned long long)j->ms,
-           j->parts, j->parts == 1 ? "" : "s");
+           (unsigned long long)j->ignored, (unsigned long long)j->ms, j->parts,
+           j->parts == 1 ? "" : "s");
     st->next_resync_ms = st->resync_pending ? 0 : now_ms() + st->cc.resync_ms;
   } else {
     pv_consent_set_release(st->since);
@@ -1142,7 +1151,7 @@ static void poll_config(pv_consent_store_t *st) {
   pv_policy_release(st->policy);
   st->policy = p;
   st->policy_gen = pv_policy_generation(p);
-  if (st->cfg_gen && memcmp(&nc, &st->cc, sizeof nc) == 0)
+  if (st->cfg_gen && ccfg_eq(&nc, &st->cc))
     return;
   st->cc = nc;
   st->cfg_gen++;
