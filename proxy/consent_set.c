@@ -41,8 +41,9 @@ struct pv_consent_set {
   size_t cap; /* slots */
   size_t n;   /* used slots (subjects) */
   size_t max_entries;
-  uint64_t *slots; /* cap * w words */
-  uint8_t *arena;  /* key bytes of UUID/TEXT sets */
+  uint64_t *slots;     /* cap * w words */
+  size_t slots_mapped; /* bytes mmap'ed for slots; 0: malloc'ed */
+  uint8_t *arena;      /* key bytes of UUID/TEXT sets */
   size_t arena_len, arena_cap;
 };
 
@@ -284,29 +285,48 @@ static size_t find(const pv_consent_set_t *s, const pv_consent_key_t *k,
   }
 }
 
-/* Zeroed slots. Big tables are 2 MiB aligned and asked to live on huge
- * pages: a lookup is one random access, and with 4 KiB pages it also
- * misses the TLB (the load of 10M subjects was dominated by it). */
-static int alloc_slots(size_t cap, size_t w, uint64_t **slots) {
+/* Zeroed slots. Big tables are mapped directly, 2 MiB aligned, and asked
+ * to live on huge pages: a lookup is one random access, and with 4 KiB
+ * pages it also misses the TLB (the load of 10M subjects was dominated by
+ * it). A fresh mapping is zero already, so its pages are cleared by the
+ * kernel as the inserts first touch them, overlapping the rows still
+ * arriving, rather than all up front. OUT: *mapped, the bytes mapped (0:
+ * from malloc). */
+static int alloc_slots(size_t cap, size_t w, uint64_t **slots, size_t *mapped) {
   size_t bytes = cap * w * sizeof **slots;
+  *mapped = 0;
   if (bytes < HUGE_MIN) {
     *slots = calloc(cap * w, sizeof **slots);
     return *slots ? PV_OK : PV_ENOMEM;
   }
   bytes = (bytes + HUGE_SZ - 1) & ~(HUGE_SZ - 1);
-  void *p = NULL;
-  if (posix_memalign(&p, HUGE_SZ, bytes))
+  uint8_t *p = mmap(NULL, bytes + HUGE_SZ, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
     return PV_ENOMEM;
-  (void)madvise(p, bytes, MADV_HUGEPAGE); /* advice only */
-  memset(p, 0, bytes);
-  *slots = p;
+  size_t head = (HUGE_SZ - (uintptr_t)p % HUGE_SZ) % HUGE_SZ;
+  if (head)
+    (void)munmap(p, head);
+  if (HUGE_SZ - head)
+    (void)munmap(p + head + bytes, HUGE_SZ - head);
+  (void)madvise(p + head, bytes, MADV_HUGEPAGE); /* advice only */
+  *slots = (uint64_t *)(void *)(p + head);
+  *mapped = bytes;
   return PV_OK;
+}
+
+static void free_slots(uint64_t *slots, size_t mapped) {
+  if (mapped)
+    (void)munmap(slots, mapped);
+  else
+    free(slots);
 }
 
 /* Moves every entry into a table of newcap slots. */
 static int rehash(pv_consent_set_t *s, size_t newcap) {
   uint64_t *ns;
-  if (alloc_slots(newcap, s->w, &ns))
+  size_t mapped;
+  if (alloc_slots(newcap, s->w, &ns, &mapped))
     return PV_ENOMEM;
   for (size_t i = 0; i < s->cap; i++) {
     const uint64_t *o = slot(s, i);
@@ -319,8 +339,9 @@ static int rehash(pv_consent_set_t *s, size_t newcap) {
         j = 0;
     memcpy(ns + j * s->w, o, s->w * sizeof *o);
   }
-  free(s->slots);
+  free_slots(s->slots, s->slots_mapped);
   s->slots = ns;
+  s->slots_mapped = mapped;
   s->cap = newcap;
   return PV_OK;
 }
@@ -338,7 +359,7 @@ int pv_consent_set_new(pv_consent_key_kind_t kind, bool is_delta,
   s->w = 3 + (is_delta ? 1 : 0) + (kind != PV_CONSENT_KEY_INT ? 1 : 0);
   s->cap = cap_hint * 10 / 7 + 16; /* no growth up to the hint */
   s->max_entries = max_entries;
-  if (alloc_slots(s->cap, s->w, &s->slots)) {
+  if (alloc_slots(s->cap, s->w, &s->slots, &s->slots_mapped)) {
     free(s);
     return PV_ENOMEM;
   }
@@ -355,7 +376,7 @@ pv_consent_set_t *pv_consent_set_ref(pv_consent_set_t *s) {
 void pv_consent_set_release(pv_consent_set_t *s) {
   if (!s || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
     return;
-  free(s->slots);
+  free_slots(s->slots, s->slots_mapped);
   free(s->arena);
   free(s);
 }
@@ -470,7 +491,10 @@ int pv_consent_set_put_many(pv_consent_set_t *s, const pv_consent_put_t *puts,
 
 int pv_consent_set_compact(pv_consent_set_t *s) {
   size_t want = s->n * 10 / 7 + 16;
-  if (want >= s->cap)
+  /* Not for a few percent: a rehash briefly doubles the memory and costs
+   * as much as the load's inserts (a table pre-sized from an estimate is
+   * usually within it). */
+  if (want + want / 16 >= s->cap)
     return PV_OK;
   return rehash(s, want);
 }

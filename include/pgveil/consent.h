@@ -121,8 +121,9 @@ PV_WARN_UNUSED int pv_consent_set_put_many(pv_consent_set_t *s,
                                            const pv_consent_put_t *puts,
                                            size_t n, size_t *done);
 
-/* (Writer only.) Rehashes to about 70% load to save memory after a load.
- * PV_OK or PV_ENOMEM (the set is unchanged then). */
+/* (Writer only.) Rehashes to about 70% load to save memory after a load,
+ * unless that would save under ~6%. PV_OK or PV_ENOMEM (the set is
+ * unchanged then). */
 PV_WARN_UNUSED int pv_consent_set_compact(pv_consent_set_t *s);
 
 /* A private copy (for the next copy-on-write delta). */
