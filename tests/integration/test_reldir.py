@@ -12,15 +12,14 @@ from pgserver import REPO, SUPERUSER, clean_env
 BUILD = os.environ.get("PGVEIL_BUILD_DIR", os.path.join(REPO, "build"))
 LEAK_SCHEMA = os.environ.get(
     "PGVEIL_LEAK_SCHEMA",
-    os.path.join(REPO, "..", "shared", "leakcases", "schema.sql"))
+    os.path.join(REPO, "tests", "leakcases", "corpus", "schema.sql"))
 
 
 def test_reldir_against_postgres(pg):
     binary = os.path.join(BUILD, "tests", "test_reldir_pg")
     if not os.path.exists(binary):
         pytest.skip("%s not built (make %s)" % (binary, os.path.relpath(binary, REPO)))
-    if not os.path.exists(LEAK_SCHEMA):
-        pytest.skip("leak corpus schema not found at %s" % LEAK_SCHEMA)
+    assert os.path.exists(LEAK_SCHEMA), "leak corpus schema missing: %s" % LEAK_SCHEMA
     db = "reldir_test"
     pg.sql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % db)
     pg.createdb(db)

@@ -5,7 +5,7 @@
  * out, unqualified names across schemas, the guard analysing through it,
  * and DDL picked up through NOTIFY. Needs a superuser DSN in
  * PGVEIL_TEST_DSN (tests/integration/test_reldir.py gives one) and the
- * schema file in PGVEIL_LEAK_SCHEMA (default ../shared/leakcases/
+ * schema file in PGVEIL_LEAK_SCHEMA (default tests/leakcases/corpus/
  * schema.sql); skips without them. Run from the repo root. */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -307,7 +307,7 @@ int main(void) {
   DSN = getenv("PGVEIL_TEST_DSN");
   const char *schema_path = getenv("PGVEIL_LEAK_SCHEMA");
   if (!schema_path || !*schema_path)
-    schema_path = "../shared/leakcases/schema.sql";
+    schema_path = "tests/leakcases/corpus/schema.sql";
   char *schema = read_all(schema_path);
   char *rules = read_all("tests/leakcases.yaml");
   char *trig = read_all("rules/sql/catalog_notify.sql");
