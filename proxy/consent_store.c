@@ -3,6 +3,7 @@
  * libuv thread pool, NOTIFY deltas, heartbeats, staleness and publication.
  * Must not touch the control thread's state, block a worker, or log the DSN
  * or any subject value. */
+#include "pgveil/conninfo.h"
 #include "pgveil/consent.h"
 
 #include <libpq-fe.h>
@@ -129,58 +130,6 @@ static bool ccfg_eq(const ccfg_t *a, const ccfg_t *b) {
 
 /* ---- libpq -------------------------------------------------------------- */
 
-/* The connection keywords, as control.c builds them (its params_build is
- * static there; this is the same rule, duplicated minimally): the DSN's,
- * or host/port of the upstream with user $PGUSER|postgres. */
-typedef struct {
-  PQconninfoOption *opts;
-  const char *k[64], *v[64];
-  char port[8];
-} params_t;
-
-static void params_set(params_t *p, size_t *n, const char *k, const char *v,
-                       bool override) {
-  for (size_t i = 0; i < *n; i++)
-    if (strcmp(p->k[i], k) == 0) {
-      if (override)
-        p->v[i] = v;
-      return;
-    }
-  if (*n + 1 < sizeof p->k / sizeof *p->k) {
-    p->k[*n] = k;
-    p->v[(*n)++] = v;
-  }
-}
-
-static int params_build(const pv_config_t *cfg, const char *app, params_t *p,
-                        char *err, size_t errcap) {
-  memset(p, 0, sizeof *p);
-  char *perr = NULL;
-  p->opts = PQconninfoParse(cfg->control_dsn, &perr);
-  if (!p->opts) {
-    snprintf(err, errcap, "invalid --control-dsn: %s",
-             perr ? perr : "out of memory");
-    if (perr)
-      PQfreemem(perr);
-    return PV_EINVAL;
-  }
-  size_t n = 0;
-  for (PQconninfoOption *o = p->opts; o->keyword; o++)
-    if (o->val)
-      params_set(p, &n, o->keyword, o->val, true);
-  if (!cfg->control_dsn[0]) {
-    const char *user = getenv("PGUSER");
-    snprintf(p->port, sizeof p->port, "%u", cfg->upstream_port);
-    params_set(p, &n, "host", cfg->upstream_host, true);
-    params_set(p, &n, "port", p->port, true);
-    params_set(p, &n, "user", user && *user ? user : "postgres", true);
-  }
-  params_set(p, &n, "application_name", app, true);
-  params_set(p, &n, "connect_timeout", "5", false);
-  p->k[n] = p->v[n] = NULL;
-  return PV_OK;
-}
-
 static void trim_nl(char *s) {
   size_t n = strlen(s);
   while (n && (s[n - 1] == '\n' || s[n - 1] == '\r'))
@@ -189,11 +138,11 @@ static void trim_nl(char *s) {
 
 static PGconn *connect_pg(const pv_config_t *cfg, const char *app, char *err,
                           size_t errcap) {
-  params_t p;
-  if (params_build(cfg, app, &p, err, errcap))
+  pv_conninfo_t p;
+  if (pv_conninfo_build(cfg, NULL, app, true, "5", &p, err, errcap))
     return NULL;
   PGconn *pg = PQconnectdbParams(p.k, p.v, 0);
-  PQconninfoFree(p.opts);
+  pv_conninfo_dispose(&p);
   if (!pg || PQstatus(pg) != CONNECTION_OK) {
     snprintf(err, errcap, "cannot connect for consent: %s",
              pg ? PQerrorMessage(pg) : "out of memory");
@@ -1249,11 +1198,12 @@ int pv_consent_store_start(const pv_config_t *cfg, pv_policy_holder_t *holder,
                            pv_consent_store_t **out, char *err, size_t errcap) {
   *out = NULL;
   err[0] = '\0';
-  params_t p;
-  int rc = params_build(cfg, "pgveil-consent", &p, err, errcap);
+  pv_conninfo_t p; /* only checks that the DSN parses */
+  int rc = pv_conninfo_build(cfg, NULL, "pgveil-consent", true, "5", &p, err,
+                             errcap);
   if (rc)
     return rc;
-  PQconninfoFree(p.opts);
+  pv_conninfo_dispose(&p);
   pv_consent_store_t *st = calloc(1, sizeof *st);
   if (!st || pthread_mutex_init(&st->mu, NULL)) {
     free(st);

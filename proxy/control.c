@@ -3,6 +3,7 @@
  * publishing of policy snapshots, and `pgveil --check`. Never runs on a
  * worker loop and never logs the DSN or the secret. */
 #include "pgveil/control.h"
+#include "pgveil/conninfo.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -190,74 +191,6 @@ static int load_base(const pv_config_t *cfg, pv_policy_t **out, char *err,
 
 /* ---- libpq -------------------------------------------------------------- */
 
-/* Connection keywords: the DSN's (or host/port/user from the upstream),
- * with dbname replaced when given, and defaults pgveil wants. */
-typedef struct {
-  PQconninfoOption *opts;
-  const char **k, **v;
-  char port[8];
-} params_t;
-
-static void params_dispose(params_t *p) {
-  if (p->opts)
-    PQconninfoFree(p->opts);
-  free(p->k);
-  free(p->v);
-}
-
-static void params_set(params_t *p, size_t *n, const char *k, const char *v,
-                       bool override) {
-  for (size_t i = 0; i < *n; i++)
-    if (strcmp(p->k[i], k) == 0) {
-      if (override)
-        p->v[i] = v;
-      return;
-    }
-  p->k[*n] = k;
-  p->v[(*n)++] = v;
-}
-
-static int params_build(const pv_config_t *cfg, const char *dbname, params_t *p,
-                        char *err, size_t errcap) {
-  memset(p, 0, sizeof *p);
-  char *perr = NULL;
-  p->opts = PQconninfoParse(cfg->control_dsn, &perr);
-  if (!p->opts) {
-    /* perr never contains the password; the DSN itself is not shown */
-    snprintf(err, errcap, "invalid --control-dsn: %s",
-             perr ? perr : "out of memory");
-    if (perr)
-      PQfreemem(perr);
-    return PV_EINVAL;
-  }
-  size_t cap = 8, n = 0;
-  for (PQconninfoOption *o = p->opts; o->keyword; o++)
-    cap++;
-  p->k = calloc(cap, sizeof *p->k);
-  p->v = calloc(cap, sizeof *p->v);
-  if (!p->k || !p->v) {
-    params_dispose(p);
-    snprintf(err, errcap, "out of memory");
-    return PV_ENOMEM;
-  }
-  for (PQconninfoOption *o = p->opts; o->keyword; o++)
-    if (o->val)
-      params_set(p, &n, o->keyword, o->val, true);
-  if (!cfg->control_dsn[0]) {
-    const char *user = getenv("PGUSER");
-    snprintf(p->port, sizeof p->port, "%u", cfg->upstream_port);
-    params_set(p, &n, "host", cfg->upstream_host, true);
-    params_set(p, &n, "port", p->port, true);
-    params_set(p, &n, "user", user && *user ? user : "postgres", true);
-  }
-  if (dbname)
-    params_set(p, &n, "dbname", dbname, true);
-  params_set(p, &n, "application_name", "pgveil-control", false);
-  params_set(p, &n, "connect_timeout", "10", false);
-  p->k[n] = p->v[n] = NULL;
-  return PV_OK;
-}
-
 static void pq_error(PGconn *pg, const char *what, char *err, size_t errcap) {
   snprintf(err, errcap, "%s: %s", what, pg ? PQerrorMessage(pg) : "no memory");
   trim_nl(err);
@@ -282,11 +215,12 @@ static bool pq_run(PGconn *pg, const char *sql, int nparams,
 static PGconn *connect_db(const pv_config_t *cfg, const char *dbname,
                           uint32_t stmt_timeout_ms, bool listen, char *err,
                           size_t errcap) {
-  params_t p;
-  if (params_build(cfg, dbname, &p, err, errcap))
+  pv_conninfo_t p;
+  if (pv_conninfo_build(cfg, dbname, "pgveil-control", false, "10", &p, err,
+                        errcap))
     return NULL;
   PGconn *pg = PQconnectdbParams(p.k, p.v, 0);
-  params_dispose(&p);
+  pv_conninfo_dispose(&p);
   if (!pg || PQstatus(pg) != CONNECTION_OK) {
     pq_error(pg, "cannot connect for the catalog", err, errcap);
     PQfinish(pg);
