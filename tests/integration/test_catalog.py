@@ -59,11 +59,7 @@ def tmpdir_():
 
 
 def check_available():
-    p = run_pgveil(["--check", "--rules", CRM_RULES])
-    text = (p.stdout + p.stderr).decode(errors="replace")
-    if "not available in this build" in text:
-        pytest.skip("proxy/main.c does not call pv_control_check() yet")
-    return p
+    return run_pgveil(["--check", "--rules", CRM_RULES])
 
 
 def run_check(rules_path, pg, db):
@@ -162,19 +158,12 @@ def write_secret(tmpdir_):
     return path
 
 
-def rules_unsupported(p):
-    text = (p.stdout + p.stderr).decode(errors="replace")
-    return "not available in this build" in text
-
-
 @pytest.mark.pgveil_only
 def test_serve_refuses_missing_column(pg, crmdb, tmpdir_, require_pgveil):
     path, line = edited_rules(tmpdir_, "      street:", "      streat:")
     p = subprocess.run([pgveil_bin(), "--listen", "127.0.0.1:1", "--upstream", pg.addr]
                        + serve_args(pg, crmdb, path, write_secret(tmpdir_)),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), timeout=60)
-    if rules_unsupported(p):
-        pytest.skip("proxy/main.c does not start the control thread yet")
     assert p.returncode != 0
     err = p.stderr.decode(errors="replace")
     assert "column public.customers.streat does not exist" in err, err
@@ -187,8 +176,6 @@ def test_serve_refuses_hash_without_secret(pg, crmdb, require_pgveil):
     p = subprocess.run([pgveil_bin(), "--listen", "127.0.0.1:1", "--upstream", pg.addr,
                         "--rules", CRM_RULES, "--control-dsn", dsn(pg, crmdb)],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(), timeout=60)
-    if rules_unsupported(p):
-        pytest.skip("proxy/main.c does not start the control thread yet")
     assert p.returncode != 0
     assert "--secret-file" in p.stderr.decode(errors="replace")
 
@@ -202,12 +189,7 @@ def test_serve_ddl_rename_fails_closed(pg, tmpdir_, start_pgveil, require_pgveil
     db = fresh_db(pg, "crm_ddl")
     pg.sql_file(NOTIFY_SQL, dbname=db)
     proxy = start_pgveil(serve_args(pg, db, CRM_RULES, write_secret(tmpdir_)), wait=False)
-    try:
-        proxy.start()
-    except Exception as e:  # noqa: BLE001
-        if "not available in this build" in str(e):
-            pytest.skip("proxy/main.c does not start the control thread yet")
-        raise
+    proxy.start()
 
     def connect():
         return psycopg.connect(host=proxy.host, port=proxy.port, user=SUPERUSER,
