@@ -48,6 +48,18 @@ ATTACKS = [
     "SELECT query_to_xml('select ssn from customers', true, true, '')",
     "SELECT pg_notify('ch', ssn) FROM customers",
     "SELECT lo_from_bytea(0, convert_to((SELECT ssn FROM customers LIMIT 1), 'UTF8'))",
+    # whole rows taken apart, composites, arrays, windows
+    "SELECT (c).ssn FROM customers c",
+    "SELECT (customers).* FROM customers",
+    "SELECT (c.*).email FROM customers c",
+    "SELECT id, lag(ssn) OVER () FROM customers",
+    "SELECT ARRAY[ssn] FROM customers",
+    "SELECT COALESCE(ssn) FROM customers",
+    "SELECT CASE WHEN true THEN ssn END FROM customers",
+    "SELECT ssn::varchar FROM customers",
+    "SELECT pg_column_size(notes) FROM customers",
+    "VALUES ((SELECT ssn FROM customers LIMIT 1))",
+    "SELECT * FROM (VALUES (1)) v, LATERAL (SELECT upper(email) FROM customers LIMIT 1) s",
     # identifier tricks
     'SELECT U&"\\0073sn" || \'\' FROM customers',
 ]
@@ -72,6 +84,19 @@ INFERENCE = [
     "SELECT * FROM pg_stats WHERE tablename = 'customers'",
     "EXPLAIN (VERBOSE, ANALYZE) SELECT ssn FROM customers WHERE ssn = '1'",
     "SELECT set_config('pgveil.purpose', 'support', false)",
+    "SELECT * FROM customers c1 NATURAL JOIN customers c2",
+    "SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM customers",
+    "SELECT id FROM customers ORDER BY phone COLLATE \"C\"",
+    "SELECT id FROM customers WHERE ssn IS NULL",
+    "SELECT id FROM customers WHERE (customers.*)::text LIKE '%1%'",
+    "SELECT ssn FROM customers GROUP BY ssn",
+    "SELECT ssn, count(*) OVER (PARTITION BY ssn) FROM customers",
+    "SELECT id FROM customers WHERE ssn BETWEEN '1' AND '5'",
+    "SELECT id FROM customers WHERE starts_with(ssn, '1')",
+    "SELECT id FROM customers c WHERE c.ssn SIMILAR TO '1%'",
+    "SELECT id FROM customers WHERE id IN (SELECT customer_id FROM support_tickets WHERE body LIKE '%a%')",
+    "SELECT tax_ref FROM customer_risk WHERE tax_ref LIKE '1%'",
+    "SELECT id FROM customers LIMIT 1 OFFSET (SELECT length(ssn) FROM customers LIMIT 1)",
     'SELECT "ssn" FROM "public"."customers" WHERE "ssn" = \'x\'',
     "SELECT ssn FROM customers WHERE ssn = ANY (ARRAY['1','2'])",
 ]
@@ -85,6 +110,13 @@ PLAIN = [
     'SELECT U&"\\0073sn" FROM customers',
     "SELECT ssn FROM ONLY public.customers",
     "WITH x AS (SELECT email, phone FROM customers) SELECT * FROM x",
+    "WITH x AS MATERIALIZED (SELECT ssn, notes FROM customers) SELECT * FROM x",
+    "SELECT generate_series(1, 1), ssn FROM customers",
+    "SELECT ssn FROM (TABLE customers) t",
+    "SELECT SSN, NOTES FROM CUSTOMERS",
+    "SELECT * FROM customer_risk",
+    "SELECT * FROM customer_overview",
+    "SELECT * FROM (VALUES (1)) v, LATERAL (SELECT ssn, street FROM customers) s",
 ]
 
 SECRET_COLS = ("full_name", "email", "phone", "ssn", "street", "notes")
