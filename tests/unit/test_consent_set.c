@@ -357,8 +357,55 @@ static void test_million(void) {
   pv_consent_set_release(s);
 }
 
+/* put_many gives exactly the set that put one by one gives, for integer
+ * and text subjects, with repeats, overrides and deletes in the batch. */
+static void compare_put_many(pv_consent_key_kind_t kind) {
+  enum { N = 5000 };
+  static pv_consent_put_t puts[N];
+  static char texts[N][16];
+  for (int i = 0; i < N; i++) {
+    int subject = (i * 7919) % 1500; /* repeats */
+    snprintf(texts[i], sizeof texts[i], "%d", subject);
+    puts[i].key = key_of(kind, texts[i]);
+    puts[i].purpose = i % 3;
+    puts[i].value = i % 11 == 0 ? -1 : (i % 2);
+  }
+  pv_consent_set_t *a = NULL, *b = NULL;
+  CHECK_EQ(pv_consent_set_new(kind, true, 16, 100000, &a), PV_OK);
+  CHECK_EQ(pv_consent_set_new(kind, true, 16, 100000, &b), PV_OK);
+  if (!a || !b)
+    return;
+  for (int i = 0; i < N; i++)
+    CHECK_EQ(
+        pv_consent_set_put(a, &puts[i].key, puts[i].purpose, puts[i].value),
+        PV_OK);
+  size_t done = 0;
+  CHECK_EQ(pv_consent_set_put_many(b, puts, N, &done), PV_OK);
+  CHECK_EQ(done, N);
+  CHECK_EQ(pv_consent_set_count(a), pv_consent_set_count(b));
+  int differ = 0;
+  for (int subject = 0; subject < 1500; subject++) {
+    char t[16];
+    snprintf(t, sizeof t, "%d", subject);
+    pv_consent_key_t k = key_of(kind, t);
+    uint64_t ga = 0, ra = 0, ta = 0, gb = 0, rb = 0, tb = 0;
+    bool ha = pv_consent_set_get(a, &k, &ga, &ra, &ta);
+    bool hb = pv_consent_set_get(b, &k, &gb, &rb, &tb);
+    differ += ha != hb || ga != gb || ra != rb || ta != tb;
+  }
+  CHECK_EQ(differ, 0);
+  pv_consent_set_release(a);
+  pv_consent_set_release(b);
+}
+
+static void test_put_many(void) {
+  compare_put_many(PV_CONSENT_KEY_INT);
+  compare_put_many(PV_CONSENT_KEY_TEXT);
+}
+
 int main(void) {
   RUN(test_keys_int);
+  RUN(test_put_many);
   RUN(test_keys_uuid_text);
   RUN(test_modes_base_delta);
   RUN(test_text_uuid_sets);
