@@ -69,9 +69,15 @@ static bool settle_purpose(pv_session_t *s) {
       pv_rules_role_may_declare(rules, s->role, s->purpose))
     return true;
   pv_metrics_refusal(s->w->metrics, "may not declare purpose");
-  pv_sess_fail(s, "FATAL", "42501",
-               "pgveil: role \"%s\" may not declare purpose \"%s\"", s->role,
-               s->purpose_name);
+  char why[256];
+  snprintf(why, sizeof why,
+           "pgveil: role \"%s\" may not declare purpose "
+           "\"%s\" (connection refused)",
+           s->role, s->purpose_name);
+  const pv_msg_t none = {0}; /* no statement: the connection itself */
+  s->purpose = PV_PURPOSE_NONE;
+  pv_sess_audit_refused(s, &none, why);
+  pv_sess_fail(s, "FATAL", "42501", "%s", why);
   return false;
 }
 

@@ -329,3 +329,21 @@ def test_prepared_statements_and_hostile_names(env):
     refused = [e for e in got if e["event"] == "refused"]
     assert len(refused) == 1 and "notes" in refused[0]["reason"]
     assert not [e for e in got if e["event"] == "ledger"]
+
+
+def test_refused_purpose_at_startup_is_logged(env):
+    """A connection refused because its role may not declare the purpose
+    leaves a "refused" entry (no statement: empty table list)."""
+    import psycopg
+    with pytest.raises(psycopg.OperationalError) as ei:
+        env.connect("analyst", "support", app="audit-startup")
+    assert "may not declare purpose" in str(ei.value)
+    got = env.entries(want=lambda es: any(
+        e["event"] == "refused" and e["application_name"] == "audit-startup"
+        for e in es))
+    mine = [e for e in got if e["event"] == "refused"
+            and e["application_name"] == "audit-startup"]
+    assert len(mine) == 1
+    assert mine[0]["role"] == "analyst"
+    assert "support" in mine[0]["reason"]
+    assert "connection refused" in mine[0]["reason"]
