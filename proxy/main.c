@@ -30,6 +30,8 @@ typedef struct {
   bool stopping;
   uv_signal_t sigusr1; /* reopens the audit log */
   pv_audit_t *audit;
+  pv_tls_t *tls; /* reloaded on SIGHUP */
+  const pv_config_t *cfg;
 } pv_main_t;
 
 static int resolve_upstream(const pv_config_t *cfg, pv_shared_t *sh) {
@@ -71,6 +73,15 @@ static void on_stop_signal(uv_signal_t *sig, int signum) {
 static void on_reload_signal(uv_signal_t *sig, int signum) {
   pv_main_t *m = sig->data;
   (void)signum;
+  if (m->tls) {
+    char err[PV_PATH_MAX + 300];
+    if (pv_tls_reload(m->tls, m->cfg, err, sizeof err) == PV_OK)
+      pv_log(PV_LOG_INFO, "SIGHUP: TLS certificates reloaded");
+    else
+      pv_log(PV_LOG_ERROR,
+             "SIGHUP: TLS certificates not reloaded, keeping the old ones: %s",
+             err);
+  }
   if (!m->control) {
     pv_log(PV_LOG_INFO, "SIGHUP: --passthrough, no rules to reload");
     return;
@@ -148,7 +159,10 @@ static int serve(const pv_config_t *cfg) {
     n = cores > 0 ? (unsigned)cores : 1;
   }
   int rc = 1, *fds = calloc(n, sizeof *fds);
-  pv_main_t m = {.nworkers = n, .workers = calloc(n, sizeof(pv_worker_t))};
+  pv_main_t m = {.nworkers = n,
+                 .workers = calloc(n, sizeof(pv_worker_t)),
+                 .tls = shared.tls,
+                 .cfg = cfg};
   if (!fds || !m.workers) {
     fprintf(stderr, "pgveil: out of memory\n");
     goto fail;

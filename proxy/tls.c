@@ -2,6 +2,7 @@
  * state over memory BIOs (ciphertext in, plaintext out and back). Must not
  * touch sockets or libuv; the session moves every byte. */
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +17,11 @@
 #define ERR_MAX 200
 
 struct pv_tls {
+  pthread_mutex_t mu;   /* guards the two contexts against a reload */
   SSL_CTX *accept_ctx;  /* client leg; NULL without --tls-cert */
   SSL_CTX *connect_ctx; /* upstream leg; NULL with --upstream-tls disable */
   pv_upstream_tls_t mode;
+  bool accepts, connects; /* fixed at start: which legs have a context */
   char host[PV_HOST_MAX]; /* --upstream's host: SNI and verify-full */
   bool host_is_ip;
 };
@@ -144,12 +147,19 @@ int pv_tls_new(const pv_config_t *cfg, pv_tls_t **out, char *err,
     return PV_ENOMEM;
   }
   t->mode = cfg->upstream_tls;
+  if (pthread_mutex_init(&t->mu, NULL) != 0) {
+    free(t);
+    snprintf(err, errcap, "out of memory");
+    return PV_ENOMEM;
+  }
   int rc = PV_OK;
   if (cfg->tls_cert[0] && (rc = build_accept_ctx(cfg, t, err, errcap)))
     goto fail;
   if (t->mode != PV_UPSTREAM_TLS_DISABLE &&
       (rc = build_connect_ctx(cfg, t, err, errcap)))
     goto fail;
+  t->accepts = t->accept_ctx != NULL;
+  t->connects = t->connect_ctx != NULL;
   *out = t;
   return PV_OK;
 fail:
@@ -162,13 +172,41 @@ void pv_tls_free(pv_tls_t *t) {
     return;
   SSL_CTX_free(t->accept_ctx);
   SSL_CTX_free(t->connect_ctx);
+  pthread_mutex_destroy(&t->mu);
   free(t);
 }
 
-bool pv_tls_accepts(const pv_tls_t *t) { return t && t->accept_ctx; }
+int pv_tls_reload(pv_tls_t *t, const pv_config_t *cfg, char *err,
+                  size_t errcap) {
+  if (!t)
+    return PV_OK;
+  pv_tls_t fresh = {.mode = t->mode};
+  memcpy(fresh.host, t->host, sizeof fresh.host);
+  fresh.host_is_ip = t->host_is_ip;
+  int rc = PV_OK;
+  if (t->accepts && (rc = build_accept_ctx(cfg, &fresh, err, errcap)))
+    goto fail;
+  if (t->connects && (rc = build_connect_ctx(cfg, &fresh, err, errcap)))
+    goto fail;
+  pthread_mutex_lock(&t->mu);
+  SSL_CTX *old_accept = t->accept_ctx, *old_connect = t->connect_ctx;
+  t->accept_ctx = fresh.accept_ctx;
+  t->connect_ctx = fresh.connect_ctx;
+  pthread_mutex_unlock(&t->mu);
+  /* Sessions made from the old contexts hold references of their own. */
+  SSL_CTX_free(old_accept);
+  SSL_CTX_free(old_connect);
+  return PV_OK;
+fail:
+  SSL_CTX_free(fresh.accept_ctx);
+  SSL_CTX_free(fresh.connect_ctx);
+  return rc;
+}
+
+bool pv_tls_accepts(const pv_tls_t *t) { return t && t->accepts; }
 
 pv_upstream_tls_t pv_tls_upstream_mode(const pv_tls_t *t) {
-  return t && t->connect_ctx ? t->mode : PV_UPSTREAM_TLS_DISABLE;
+  return t && t->connects ? t->mode : PV_UPSTREAM_TLS_DISABLE;
 }
 
 /* ---- connections ----------------------------------------------------- */
@@ -187,16 +225,29 @@ static int set_peer_name(pv_tls_conn_t *c, const pv_tls_t *t) {
   return SSL_set1_host(c->ssl, t->host) == 1 ? PV_OK : PV_ENOMEM;
 }
 
+/* The current context of a leg with a reference of the caller's, or NULL. */
+static SSL_CTX *ctx_ref(pv_tls_t *t, pv_tls_role_t role) {
+  if (!t)
+    return NULL;
+  pthread_mutex_lock(&t->mu);
+  SSL_CTX *ctx = role == PV_TLS_ACCEPT ? t->accept_ctx : t->connect_ctx;
+  if (ctx)
+    SSL_CTX_up_ref(ctx);
+  pthread_mutex_unlock(&t->mu);
+  return ctx;
+}
+
 pv_tls_conn_t *pv_tls_conn_new(pv_tls_t *t, pv_tls_role_t role) {
-  SSL_CTX *ctx = !t                      ? NULL
-                 : role == PV_TLS_ACCEPT ? t->accept_ctx
-                                         : t->connect_ctx;
+  SSL_CTX *ctx = ctx_ref(t, role);
   if (!ctx)
     return NULL;
   pv_tls_conn_t *c = calloc(1, sizeof *c);
-  if (!c)
+  if (!c) {
+    SSL_CTX_free(ctx);
     return NULL;
+  }
   c->ssl = SSL_new(ctx);
+  SSL_CTX_free(ctx); /* the SSL holds its own reference */
   c->rbio = BIO_new(BIO_s_mem());
   c->wbio = BIO_new(BIO_s_mem());
   if (!c->ssl || !c->rbio || !c->wbio)
@@ -381,11 +432,16 @@ const char *pv_tls_describe(const pv_tls_conn_t *c, char *buf, size_t cap) {
 }
 
 bool pv_tls_same_cert(const pv_tls_conn_t *c, const pv_tls_t *t) {
-  if (!t || !t->accept_ctx || !c->established)
+  if (!t || !c->established)
     return false;
-  X509 *mine = SSL_CTX_get0_certificate(t->accept_ctx);
+  SSL_CTX *ctx = ctx_ref((pv_tls_t *)t, PV_TLS_ACCEPT);
+  if (!ctx)
+    return false;
+  X509 *mine = SSL_CTX_get0_certificate(ctx);
   X509 *peer = SSL_get0_peer_certificate(c->ssl);
-  return mine && peer && X509_cmp(mine, peer) == 0;
+  bool same = mine && peer && X509_cmp(mine, peer) == 0;
+  SSL_CTX_free(ctx);
+  return same;
 }
 
 /* ---- SCRAM -PLUS ----------------------------------------------------- */

@@ -31,6 +31,13 @@ PV_WARN_UNUSED int pv_tls_new(const pv_config_t *cfg, pv_tls_t **out, char *err,
                               size_t errcap);
 void pv_tls_free(pv_tls_t *t);
 
+/* Reads --tls-cert/--tls-key (and --upstream-ca) again and swaps the new
+ * contexts in for new connections (SIGHUP: certificate rotation without a
+ * restart); open sessions keep theirs. On error the old contexts stay and
+ * err says why. Thread-safe. NULL t: nothing to do. */
+PV_WARN_UNUSED int pv_tls_reload(pv_tls_t *t, const pv_config_t *cfg, char *err,
+                                 size_t errcap);
+
 /* Whether t (may be NULL) can accept TLS clients / should talk TLS to the
  * upstream, and the --upstream-tls mode. */
 bool pv_tls_accepts(const pv_tls_t *t);

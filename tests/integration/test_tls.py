@@ -3,6 +3,7 @@
 # Owns a test CA made with the openssl CLI and a PostgreSQL with ssl=on.
 import os
 import pwd
+import re
 import shutil
 import socket
 import struct
@@ -583,3 +584,47 @@ def _sasl_mechanisms_tls(host, port, user):
         with ctx.wrap_socket(raw) as s:
             s.sendall(_startup(user, "test"))
             return _mechs_from(s.makefile("rb"))
+
+
+def _served_cn(proxy):
+    """The subject CN pgveil's client leg presents (openssl's postgres
+    STARTTLS)."""
+    p = subprocess.run(["openssl", "s_client", "-connect",
+                        "127.0.0.1:%d" % proxy.port, "-starttls", "postgres",
+                        "-servername", "localhost"],
+                       input=b"", capture_output=True, timeout=20)
+    m = re.search(rb"subject=.*?CN\s*=\s*([^,\n/]+)", p.stdout)
+    return m.group(1).decode().strip() if m else None
+
+
+def test_sighup_reloads_certificates(certs, start_pgveil, tmp_path):
+    """Certificate rotation: new files + SIGHUP, new connections get the new
+    certificate, open sessions go on; a broken file keeps the old one."""
+    import signal
+    crt, key = tmp_path / "live.crt", tmp_path / "live.key"
+    shutil.copy(certs.path("server.crt"), crt)
+    shutil.copy(certs.path("server.key"), key)
+    _make_leaf(certs.dir, "ca", "rotated", "rotated.localhost",
+               "DNS:localhost,IP:127.0.0.1")
+    proxy = start_pgveil(["--passthrough", "--workers", "1", "--tls-cert",
+                          str(crt), "--tls-key", str(key)])
+    assert _served_cn(proxy) == "localhost"
+    with psycopg.connect(**verify_full(certs, proxy)) as held:
+        shutil.copy(certs.path("rotated.crt"), crt)
+        shutil.copy(certs.path("rotated.key"), key)
+        proxy.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while _served_cn(proxy) != "rotated.localhost":
+            assert time.monotonic() < deadline, proxy.logs()
+            time.sleep(0.1)
+        assert held.execute("SELECT 7").fetchone() == (7,)
+        with psycopg.connect(**verify_full(certs, proxy)) as fresh:
+            assert fresh.execute("SELECT 8").fetchone() == (8,)
+    crt.write_text("not a certificate\n")
+    proxy.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while "not reloaded" not in proxy.logs():
+        assert time.monotonic() < deadline, proxy.logs()
+        time.sleep(0.1)
+    assert _served_cn(proxy) == "rotated.localhost"
+    assert proxy.alive()
