@@ -255,6 +255,34 @@ static void returning(gctx_t *c, gscope_t *sc, PgQuery__Node **rl, size_t n,
   c->clause_fixed = fixed;
 }
 
+/* Writing a protected column (not clear for the purpose) is refused unless
+ * the rules allow predicates on it (filter: allow): a unique or exclusion
+ * constraint's error would tell whether another row holds the written
+ * value, an oracle on data the caller may not see. name NULL: every column
+ * of the target (an INSERT without a column list). */
+static void check_written(gctx_t *c, const gitem_t *t, const char *name) {
+  for (size_t i = 0; t && i < t->ncols && g_ok(c); i++) {
+    const gcol_t *col = &t->cols[i];
+    if (name && strcmp(col->name, name) != 0)
+      continue;
+    if (col->prot && !col->prot->dec->filter_allow)
+      g_refuse(c,
+               "pgveil: column %s.%s may not be written under purpose \"%s\" "
+               "(a constraint error could reveal other rows' values; the "
+               "rules can allow it with filter: allow)",
+               col->prot->table, col->prot->column, c->purpose_name);
+    if (name)
+      return;
+  }
+}
+
+static void check_written_targets(gctx_t *c, const gitem_t *t,
+                                  PgQuery__Node **tl, size_t n) {
+  for (size_t i = 0; i < n && g_ok(c); i++)
+    if (tl[i]->node_case == NK(RES_TARGET) && tl[i]->res_target->name)
+      check_written(c, t, tl[i]->res_target->name);
+}
+
 static void set_targets(gctx_t *c, gscope_t *sc, PgQuery__Node **tl, size_t n,
                         const char *clause) {
   const char *saved = c->clause;
@@ -302,6 +330,10 @@ static void insert_stmt(gctx_t *c, const PgQuery__InsertStmt *s,
   gitem_t *t = target_rel(c, tsc, s->relation);
   if (!t || !g_ok(c))
     return;
+  if (s->n_cols)
+    check_written_targets(c, t, s->cols, s->n_cols);
+  else
+    check_written(c, t, NULL);
   if (s->on_conflict_clause) {
     const PgQuery__OnConflictClause *oc = s->on_conflict_clause;
     gitem_t *ex = ga_alloc(c->work, sizeof *ex);
@@ -325,6 +357,7 @@ static void insert_stmt(gctx_t *c, const PgQuery__InsertStmt *s,
         (void)g_expr(c, tsc, oc->infer->where_clause, U_PRED);
       c->clause = saved;
     }
+    check_written_targets(c, t, oc->target_list, oc->n_target_list);
     set_targets(c, tsc, oc->target_list, oc->n_target_list,
                 "an INSERT ... ON CONFLICT DO UPDATE");
     if (oc->where_clause)
@@ -341,8 +374,10 @@ static void update_stmt(gctx_t *c, const PgQuery__UpdateStmt *s,
     return;
   if (s->with_clause)
     g_with(c, sc, s->with_clause);
-  if (!target_rel(c, sc, s->relation))
+  gitem_t *t = target_rel(c, sc, s->relation);
+  if (!t)
     return;
+  check_written_targets(c, t, s->target_list, s->n_target_list);
   for (size_t i = 0; i < s->n_from_clause && g_ok(c); i++)
     (void)g_from_item(c, sc, s->from_clause[i]);
   set_targets(c, sc, s->target_list, s->n_target_list,

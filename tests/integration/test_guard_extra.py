@@ -97,6 +97,9 @@ INFERENCE = [
     "SELECT id FROM customers WHERE id IN (SELECT customer_id FROM support_tickets WHERE body LIKE '%a%')",
     "SELECT tax_ref FROM customer_risk WHERE tax_ref LIKE '1%'",
     "SELECT id FROM customers LIMIT 1 OFFSET (SELECT length(ssn) FROM customers LIMIT 1)",
+    # a unique-violation oracle: does some customer have this email?
+    "INSERT INTO customers (id, full_name, email, city, country) VALUES (99999, 'x', 'guess@ex.test', 'c', 'd')",
+    "UPDATE customers SET email = 'guess@ex.test' WHERE id = 1",
     'SELECT "ssn" FROM "public"."customers" WHERE "ssn" = \'x\'',
     "SELECT ssn FROM customers WHERE ssn = ANY (ARRAY['1','2'])",
 ]
@@ -225,3 +228,11 @@ def test_server_reading_sql_differently_is_refused(leak_pgveil, leakdb, opt,
         with pytest.raises(psycopg.Error) as ei:
             c.execute("SELECT count(*) FROM orders")
         assert ei.value.sqlstate == "42501"
+
+
+def test_unprotected_writes_still_work(leak_pgveil, leakdb):
+    with connect(leak_pgveil, leakdb) as c:
+        c.autocommit = False
+        assert c.execute("UPDATE customers SET city = city WHERE id = 1"
+                         ).rowcount == 1
+        c.rollback()

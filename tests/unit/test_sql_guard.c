@@ -195,6 +195,23 @@ static const gcase_t CASES[] = {
      "plain_alias"},
     {"SELECT c.street FROM customers AS c", 0, ALLOW, "plain_table_alias"},
     {"SELECT * FROM customers", 0, ALLOW, "plain_star"},
+    /* writing protected columns: a unique-violation oracle */
+    {"INSERT INTO customers (id, full_name, email, city, country) VALUES "
+     "(9, 'x', 'guess@ex.test', 'c', 'd')",
+     0, REFUSE, "write_guess_email"},
+    {"UPDATE customers SET email = 'guess@ex.test' WHERE id = 1", 0, REFUSE,
+     "update_guess_email"},
+    {"INSERT INTO customers VALUES (9, 'x')", 0, REFUSE, "insert_all_columns"},
+    {"INSERT INTO customers (id, email) VALUES (9, 'g') ON CONFLICT (id) "
+     "DO UPDATE SET city = 'x'",
+     0, REFUSE, "upsert_email"},
+    {"UPDATE customers SET email = 'a@b' WHERE id = 1", 1, ALLOW,
+     "support_writes_email"},
+    {"UPDATE customers SET city = 'Oslo' WHERE id = 1", 0, ALLOW,
+     "update_unprotected"},
+    {"INSERT INTO orders (id, customer_id, ordered_at, total, status) VALUES "
+     "(9, 1, now(), 1, 'new')",
+     0, ALLOW, "insert_unprotected_table"},
     {"SELECT id, body FROM support_tickets", 0, ALLOW, "plain_ticket_body"},
     {"sElEcT SsN, EmAiL fRoM CuStOmErS", 0, ALLOW, "syntax_mixed_case"},
     {"SELECT /* email */ ssn -- harmless\n , /* x */ street FROM /* orders */ "
