@@ -562,11 +562,6 @@ void pv_sess_audit_peer(pv_session_t *s) {
 
 /* ---- the disclosure ledger ----------------------------------------------- */
 
-static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
-                         int32_t *len) {
-  return pv_datarow_field(row, j, val, len);
-}
-
 /* A subject id as text: text format as it is, binary integers in decimal,
  * other binary values in hex. */
 static void subject_text(const pv_col_action_t *c, const uint8_t *v,
@@ -768,7 +763,7 @@ int pv_sess_audit_row(pv_session_t *s, emit_t *e, const pv_plan_t *plan,
                       const pv_row_actions_t *ra, const uint8_t *consent,
                       const pv_msg_t *row) {
   if (consent)
-    disclosed(s, plan->id, ra, consent, datarow_field, row);
+    disclosed(s, plan->id, ra, consent, pv_sess_datarow_field, row);
   return explain_row(s, e, plan, ra);
 }
 

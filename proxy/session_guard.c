@@ -275,7 +275,7 @@ static int guard_message(pv_session_t *s, emit_t *e, const pv_msg_t *m,
       return PV_EPROTO;
     sql = p.sql, len = p.sql_len;
   }
-  if (s->restricted && s->sql_unsafe)
+  if (s->restricted && (s->scs_off || s->enc_unsafe))
     return refuse_msg(s, e, m,
                       s->scs_off
                           ? "pgveil: standard_conforming_strings is off; "

@@ -26,7 +26,6 @@
 #define REFUSALS 8             /* refusal messages awaiting their error */
 #define REFUSAL_MAX 240        /* bytes of one refusal message */
 #define COPY_PLANS_MAX 16      /* COPY TO STDOUT statements in flight */
-#define SEARCH_PATH_MAX 8      /* schemas tracked in search_path */
 #define GUARD_CACHE_SLOTS 4096 /* analyses cached per worker */
 #define NO_LOCAL (-1000)       /* local_saved: no SET LOCAL active */
 
@@ -109,10 +108,9 @@ struct pv_session {
   bool copy_active;
   pv_consent_snap_t *consent; /* this statement's consent, or NULL */
   bool consent_taken;         /* looked up since the last ReadyForQuery */
-  bool sql_unsafe; /* the server reads SQL differently from the guard:
-                      standard_conforming_strings off, or a client encoding
-                      whose multibyte characters may hide quote/backslash
-                      bytes (SJIS, BIG5, GBK, UHC, GB18030, JOHAB) */
+  /* The server reads SQL differently from the guard while either holds:
+   * standard_conforming_strings off, or a client encoding whose multibyte
+   * characters may hide quote/backslash bytes (SJIS, BIG5, GBK, ...). */
   bool scs_off, enc_unsafe;
   uint8_t *flags; /* per-row consent flags, one per column */
   size_t flags_cap;
@@ -166,6 +164,12 @@ void pv_sess_pump(pv_session_t *s, end_t *src);
 PV_WARN_UNUSED int pv_sess_enter_ready(pv_session_t *s);
 
 /* ---- session_rows.c ---- */
+/* Reads field j of a row (DataRow or COPY line). */
+typedef int (*pv_sess_field_fn)(const void *row, uint16_t j,
+                                const uint8_t **val, int32_t *len);
+/* pv_sess_field_fn over a DataRow message (row is a const pv_msg_t *). */
+int pv_sess_datarow_field(const void *row, uint16_t j, const uint8_t **val,
+                          int32_t *len);
 /* Writes a rewritten message produced by fn, growing scratch to what fn
  * says it needs. */
 typedef int (*pv_sess_rewrite_fn)(const void *ctx, const pv_msg_t *m,
@@ -199,9 +203,6 @@ PV_WARN_UNUSED int pv_sess_audit_row(pv_session_t *s, emit_t *e,
                                      const pv_row_actions_t *ra,
                                      const uint8_t *consent,
                                      const pv_msg_t *row);
-/* Reads field j of a row (DataRow or COPY line). */
-typedef int (*pv_sess_field_fn)(const void *row, uint16_t j,
-                                const uint8_t **val, int32_t *len);
 /* A rewritten COPY row: the ledger of its consented values. */
 void pv_sess_audit_copy_row(pv_session_t *s, const pv_row_actions_t *ra,
                             const uint8_t *consent, pv_sess_field_fn get,

@@ -224,7 +224,6 @@ static void note_parameter(pv_session_t *s, const pv_msg_t *m) {
       if (strcasecmp(value, unsafe_enc[i]) == 0)
         s->enc_unsafe = true;
   }
-  s->sql_unsafe = s->scs_off || s->enc_unsafe;
 }
 
 /* ---- consent ---------------------------------------------------------- */
@@ -255,11 +254,8 @@ static void drop_consent(pv_session_t *s) {
 }
 
 /* Reads field j of a row: DataRow or COPY line. */
-typedef int (*field_fn)(const void *row, uint16_t j, const uint8_t **val,
-                        int32_t *len);
-
-static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
-                         int32_t *len) {
+int pv_sess_datarow_field(const void *row, uint16_t j, const uint8_t **val,
+                          int32_t *len) {
   return pv_datarow_field(row, j, val, len);
 }
 
@@ -267,7 +263,7 @@ static int datarow_field(const void *row, uint16_t j, const uint8_t **val,
  * purpose? Fills s->flags (one per column) and returns it, or NULL when
  * nobody has (or on OOM: fail closed). */
 static const uint8_t *row_consent(pv_session_t *s, const pv_row_actions_t *ra,
-                                  field_fn get, const void *row) {
+                                  pv_sess_field_fn get, const void *row) {
   const pv_consent_snap_t *cs = statement_consent(s);
   if (!cs || s->purpose < 0)
     return NULL;
@@ -332,12 +328,14 @@ static int rewrite_datarow(pv_session_t *s, emit_t *e, const pv_msg_t *m,
     return PV_OK;
   }
   uint64_t t0 = pv_metrics_sample(s->w->metrics) ? uv_hrtime() : 0;
-  mask_ctx_t ctx = {ra,
-                    ra->ngated ? row_consent(s, ra, datarow_field, m) : NULL};
+  mask_ctx_t ctx = {
+      ra, ra->ngated ? row_consent(s, ra, pv_sess_datarow_field, m) : NULL};
   int arc = pv_sess_audit_row(s, e, eff->plan, ra, ctx.consent, m);
   if (arc)
     return arc;
-  int rc = pv_sess_emit_rewritten(e, m, rawlen, mask_fn, &ctx);
+  /* Room for twice the row: the usual rewrite fits at the first try, so
+   * its bound is computed once per row. */
+  int rc = pv_sess_emit_rewritten(e, m, 2 * rawlen + 64, mask_fn, &ctx);
   pv_metrics_row(s->w->metrics, ra, ctx.consent, t0, t0 ? uv_hrtime() : 0);
   return rc;
 }
@@ -415,7 +413,7 @@ typedef struct {
   const pv_msg_t *m;
 } copy_ctx_t;
 
-/* field_fn over a COPY line: the value is unescaped into ctx->tmp. */
+/* pv_sess_field_fn over a COPY line: the value is unescaped into ctx->tmp. */
 static int copy_field(const void *row, uint16_t j, const uint8_t **val,
                       int32_t *len) {
   const copy_ctx_t *c = row;
